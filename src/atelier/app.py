@@ -1,0 +1,107 @@
+"""The composition root of the HTTP application: `create_app(settings)` builds the engine and
+sessions, the renderer, the middleware stack, the error handlers and the routers."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import HTMLResponse
+
+from atelier import __version__
+from atelier.core import logging as core_logging
+from atelier.core import metrics, problems
+from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.middleware import (
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedHostMiddleware,
+)
+from atelier.ops.router import router as ops_router
+from atelier.settings import Settings
+from atelier.web.rendering import STATIC_DIR, Renderer
+from atelier.web.router import router as web_router
+
+API_PREFIX = "/api/v1"
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = create_engine(**settings.database.model_dump())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if metrics.multiprocess_mode():
+            metrics.sample_process()
+        log.info("started", version=__version__, profile=settings.profile)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            metrics.mark_process_dead()
+
+    app = FastAPI(
+        title="Atelier",
+        version=__version__,
+        summary="A self-hosted AI platform.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.renderer = Renderer(default_language=settings.default_language)
+
+    problems.install(app)
+    # Starlette wraps in reverse order of addition: the last added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    if settings.http.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.http.cors_origins,
+            allow_credentials=settings.http.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Atelier-Org", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    if settings.http.trusted_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+
+    app.include_router(ops_router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_docs(app)
+    return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI from the vendored copy, so /docs renders with no network."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="Atelier API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes (`atelier api --workers N`): settings from ATELIER_*."""
+    settings = Settings()
+    core_logging.configure(level=settings.logging.level, fmt=settings.log_format)
+    return create_app(settings)

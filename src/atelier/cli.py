@@ -1,0 +1,220 @@
+"""The `atelier` command line. Thin: parse arguments, load settings, call services, show results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from atelier import __version__
+from atelier.app import create_app
+from atelier.core import logging as core_logging
+from atelier.core import metrics
+from atelier.core.db import create_engine
+from atelier.ops import migrations
+from atelier.ops.checks import Check, diagnose
+from atelier.settings import Settings, describe_error
+from atelier.settings_reference import render_reference
+
+app = typer.Typer(
+    name="atelier",
+    help="Atelier: a self-hosted AI platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+migrate_app = typer.Typer(help="Apply or inspect database migrations.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(config_app, name="config")
+
+console = Console()
+errors = Console(stderr=True)
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
+
+
+def load_settings() -> Settings:
+    """Build the settings from the environment, or exit 2 naming every problem."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        errors.print("[bold red]Atelier cannot start: the configuration is invalid.[/]")
+        for line in describe_error(exc):
+            errors.print(f"  • {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    core_logging.configure(level=settings.logging.level, fmt=settings.log_format)
+    return settings
+
+
+@app.command()
+def version() -> None:
+    """Print Atelier's version."""
+    console.print(__version__)
+
+
+@app.command()
+def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Run everything in one process: migrate the database, then serve the API and web UI."""
+    settings = load_settings()
+    asyncio.run(_migrate(settings, "upgrade", "head"))
+    _serve(create_app(settings), settings, host=host, port=port)
+
+
+@app.command()
+def api(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the API and web UI (no migrations, no job workers); scale with --workers."""
+    settings = load_settings()
+    if workers == 1:
+        _serve(create_app(settings), settings, host=host, port=port)
+        return
+    # Several processes: each builds its app from the environment, and metrics are merged
+    # through files that must exist, empty, before the workers import prometheus_client.
+    multiproc_dir = os.environ.get(metrics.MULTIPROC_ENV) or str(settings.data_dir / "metrics")
+    shutil.rmtree(multiproc_dir, ignore_errors=True)
+    Path(multiproc_dir).mkdir(parents=True)
+    os.environ[metrics.MULTIPROC_ENV] = multiproc_dir
+    _serve("atelier.app:app_from_environment", settings, host=host, port=port, workers=workers)
+
+
+def _serve(target, settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    uvicorn.run(
+        target,
+        factory=isinstance(target, str),
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.http.forwarded_allow_ips,
+        server_header=False,
+    )
+
+
+@migrate_app.command("upgrade")
+def migrate_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the database schema (to the latest revision by default)."""
+    settings = load_settings()
+    asyncio.run(_migrate(settings, "upgrade", revision))
+
+
+@migrate_app.command("downgrade")
+def migrate_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, `-1` or `base`.")],
+) -> None:
+    """Downgrade the database schema to an earlier revision."""
+    settings = load_settings()
+    asyncio.run(_migrate(settings, "downgrade", revision))
+
+
+@migrate_app.command("current")
+def migrate_current() -> None:
+    """Show the database's revision and the code's head revision."""
+    settings = load_settings()
+    current = asyncio.run(_current(settings))
+    head = migrations.head_revision()
+    state = "up to date" if current == head else "behind"
+    console.print(f"database: {current or '(empty)'}  head: {head}  [{state}]")
+
+
+async def _migrate(settings: Settings, direction: str, revision: str) -> None:
+    engine = create_engine(**settings.database.model_dump())
+    try:
+        with console.status(f"Migrating the database ({direction} to {revision})…"):
+            if direction == "upgrade":
+                await migrations.upgrade(engine, revision)
+            else:
+                await migrations.downgrade(engine, revision)
+        current = await migrations.current_revision(engine)
+    finally:
+        await engine.dispose()
+    errors.print(f"Database at revision {current or '(empty)'}.")
+
+
+async def _current(settings: Settings) -> str | None:
+    engine = create_engine(**settings.database.model_dump())
+    try:
+        return await migrations.current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Check the configuration, database, migrations, storage and secrets; exit 1 on a failure."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = describe_error(exc)
+        checks = [Check("config", "fail", "invalid configuration", problems=problems)]
+        checks += [
+            Check(name, "skip", "configuration invalid")
+            for name in ("database", "migrations", "storage", "secrets")
+        ]
+    else:
+        core_logging.configure(level="ERROR", fmt=settings.log_format)
+        config = Check("config", "ok", f"valid ({settings.profile} profile)")
+        checks = [config, *asyncio.run(_diagnose(settings))]
+    failed = any(not c.ok for c in checks)
+    if as_json:
+        console.print_json(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
+    else:
+        _print_checks(checks)
+    raise typer.Exit(1 if failed else 0)
+
+
+async def _diagnose(settings: Settings) -> list[Check]:
+    engine = create_engine(**settings.database.model_dump())
+    try:
+        return await diagnose(settings, engine)
+    finally:
+        await engine.dispose()
+
+
+def _print_checks(checks: list[Check]) -> None:
+    table = Table(title="Atelier doctor")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    style = {"ok": "[green]ok[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+    for check in checks:
+        detail = "\n".join(check.problems) if check.problems else check.detail
+        table.add_row(check.name, style[check.status], detail)
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration as JSON (secrets masked)."""
+    settings = load_settings()
+    console.print_json(settings.model_dump_json())
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (docs/configuration.md is this output)."""
+    sys.stdout.write(render_reference())
+
+
+def main() -> None:
+    app()

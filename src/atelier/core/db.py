@@ -1,0 +1,195 @@
+"""The database: declarative base, engine, sessions and units of work.
+
+One `AsyncSession` per request, job attempt or CLI command. A service that writes wraps its work in
+`transaction(session)`: the outermost block commits when it exits cleanly and rolls back if it
+raises; inner blocks join it. Side effects wait for the outcome: `on_commit` callbacks run after
+the commit, `on_rollback` callbacks (removing files written for a failed operation) after a
+rollback.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+log = structlog.get_logger(__name__)
+
+# Stable constraint names on every database, so migrations can name what they alter or drop.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware, SQLite included."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def create_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 5,
+    pool_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    sqlite_synchronous: str = "FULL",
+) -> AsyncEngine:
+    """An engine for SQLite (WAL, foreign keys, durable commits) or PostgreSQL. Connects lazily.
+
+    The keyword arguments are the fields of `DatabaseSettings`: `create_engine(**s.model_dump())`.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, echo=echo, connect_args={"timeout": connect_timeout})
+        _configure_sqlite(engine, synchronous=sqlite_synchronous)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_driver_name() == "asyncpg":
+        connect_args["timeout"] = connect_timeout
+    return create_async_engine(
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+_SYNCHRONOUS = {"NORMAL": "NORMAL", "FULL": "FULL"}
+
+
+def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
+    """Pragmas on every connection, and transactions that SQLAlchemy (not pysqlite) controls.
+
+    pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; SQLAlchemy documents
+    taking it over. BEGIN IMMEDIATE takes the write lock up front, so two writers wait on
+    busy_timeout instead of one failing with "database is locked" when it upgrades a read.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run a trivial query; raises when the database cannot be reached."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+# ---- units of work -------------------------------------------------------------------------
+
+Callback = Callable[..., Awaitable[Any] | Any]
+_DEPTH = "atelier.tx_depth"
+_ON_COMMIT = "atelier.on_commit"
+_ON_ROLLBACK = "atelier.on_rollback"
+
+
+@asynccontextmanager
+async def transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on clean exit of the outermost block, roll back on error."""
+    depth = session.info.get(_DEPTH, 0)
+    session.info[_DEPTH] = depth + 1
+    if depth:
+        try:
+            yield session
+        finally:
+            session.info[_DEPTH] = depth
+        return
+    session.info[_ON_COMMIT] = []
+    session.info[_ON_ROLLBACK] = []
+    try:
+        yield session
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        await _run(session.info.pop(_ON_ROLLBACK, []), "rollback")
+        session.info.pop(_ON_COMMIT, None)
+        raise
+    else:
+        session.info.pop(_ON_ROLLBACK, None)
+        await _run(session.info.pop(_ON_COMMIT, []), "commit")
+    finally:
+        session.info[_DEPTH] = 0
+
+
+def on_commit(session: AsyncSession, fn: Callback, *args: Any) -> None:
+    """Run `fn(*args)` after the current transaction commits; dropped if it rolls back."""
+    _callbacks(session, _ON_COMMIT).append((fn, args))
+
+
+def on_rollback(session: AsyncSession, fn: Callback, *args: Any) -> None:
+    """Run `fn(*args)` if the current transaction rolls back (e.g. delete a file it wrote)."""
+    _callbacks(session, _ON_ROLLBACK).append((fn, args))
+
+
+def _callbacks(session: AsyncSession, key: str) -> list[tuple[Callback, tuple[Any, ...]]]:
+    if not session.info.get(_DEPTH):
+        raise RuntimeError("on_commit/on_rollback need an open transaction(session) block")
+    return session.info[key]
+
+
+async def _run(callbacks: list[tuple[Callback, tuple[Any, ...]]], outcome: str) -> None:
+    # A failing callback must not hide the others or the transaction's own outcome.
+    for fn, args in callbacks:
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("transaction_callback_failed", outcome=outcome, callback=repr(fn))

@@ -1,0 +1,114 @@
+"""RFC 9457 problem documents: the one shape every HTTP error takes.
+
+`install(app)` registers the handlers: domain errors (`AtelierError`), Starlette's HTTP errors
+(unknown route, wrong method), and request validation (422 with a field-level `errors` list).
+Unexpected exceptions are turned into a bare 500 by `core.middleware.RequestContextMiddleware`,
+which logs them with the request id.
+"""
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from atelier.core.errors import AtelierError
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "/problems/"
+
+# Slugs for HTTP statuses raised by the framework itself rather than by Atelier code.
+_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "too-many-requests",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = MEDIA_TYPE
+
+
+def problem(
+    status: int,
+    *,
+    slug: str | None = None,
+    title: str | None = None,
+    detail: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    """Build a problem response; `extra` members must not shadow the standard ones."""
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + (slug or _SLUGS.get(status, str(status))),
+        "title": title or phrase,
+        "status": status,
+        "detail": detail or title or phrase,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if k not in body})
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+async def _atelier_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, AtelierError)
+    return problem(
+        exc.status,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        instance=request.url.path,
+        headers=exc.headers,
+        **exc.extra,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No resource at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem(exc.status_code, detail=detail, instance=request.url.path, headers=exc.headers)
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    """A JSON pointer for a validation location: ("body", "items", 0) -> "/body/items/0"."""
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
+    return "/" + "/".join(parts)
+
+
+async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"pointer": _pointer(tuple(e["loc"])), "detail": e["msg"]} for e in exc.errors()]
+    count = len(errors)
+    return problem(
+        422,
+        slug="validation-error",
+        title="Invalid input",
+        detail=f"{count} field{'s' if count != 1 else ''} failed validation",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AtelierError, _atelier_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,1 @@
+"""Operations: health and readiness, metrics exposition, migrations, and the doctor's checks."""

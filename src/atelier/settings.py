@@ -1,0 +1,295 @@
+"""All of Atelier's configuration: one `Settings` object built from `ATELIER_*` variables or `.env`.
+
+Entry points (the CLI, `create_app`, workers) build it once and pass down what each part needs.
+Nested sections use a double underscore: `ATELIER_DATABASE__URL`, `ATELIER_HTTP__CORS_ORIGINS`.
+
+Two profiles:
+- `embedded` (default): SQLite and blobs under `./var/`, a local job executor, readable console
+  logs, and a secret key generated once and kept in `var/secret.key`.
+- `production`: every secret must be given, strong and not a known default, or Settings refuses
+  to build with one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "ATELIER_"
+MIN_SECRET_LENGTH = 32
+LANGUAGES = ("en", "fr")
+
+# Values seen as defaults in tutorials, compose files and charts. Compared case-insensitively.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "admin",
+        "atelier",
+        "change-me",
+        "change_me",
+        "changeit",
+        "changeme",
+        "changethis",
+        "default",
+        "dev",
+        "example",
+        "minioadmin",
+        "password",
+        "please-change-me",
+        "s3cr3t",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "supersecret",
+        "test",
+        "your-secret-key",
+    }
+)
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b,c` in the environment as well as a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class DatabaseSettings(BaseModel):
+    """Where the data lives. SQLite for a laptop, PostgreSQL at scale."""
+
+    url: str = Field(
+        default="sqlite+aiosqlite:///var/atelier.db",
+        description="SQLAlchemy URL; `sqlite:///` and `postgresql://` get their async driver.",
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement (debugging only).")
+    pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
+    pool_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a free connection."
+    )
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait when opening a connection."
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="FULL",
+        description="SQLite `synchronous` pragma. FULL keeps acknowledged writes through an OS "
+        "crash or power loss; NORMAL is faster and covers application crashes only.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class StorageSettings(BaseModel):
+    """Where uploaded and generated files live."""
+
+    backend: Literal["local"] = Field(
+        default="local", description="Blob store. `local` is a folder; S3 joins in a later release."
+    )
+    root: Path = Field(default=Path("var/blobs"), description="Folder of the local blob store.")
+
+
+class JobsSettings(BaseModel):
+    """How background work runs."""
+
+    executor: Literal["inline", "local"] = Field(
+        default="local",
+        description="`local`: a process pool inside `atelier up`; `inline`: run in-process "
+        "(tests). Celery joins in a later release.",
+    )
+
+
+class HttpSettings(BaseModel):
+    """What the HTTP layer accepts and which headers it sends."""
+
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; larger ones get 413 while streaming.",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (comma-separated); none if empty.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=True, description="Let allowed origins send cookies. Never allowed with `*`."
+    )
+    trusted_hosts: CommaList = Field(
+        default_factory=list,
+        description="Host names the server answers to (comma-separated, `*.example.com` allowed). "
+        "Empty: any.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies trusted to set X-Forwarded-Proto/For (uvicorn's setting).",
+    )
+
+    _split = field_validator("cors_origins", "trusted_hosts", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> HttpSettings:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "ATELIER_HTTP__CORS_ORIGINS may not contain '*' while "
+                "ATELIER_HTTP__CORS_ALLOW_CREDENTIALS is true: list the origins instead"
+            )
+        return self
+
+
+class LoggingSettings(BaseModel):
+    """How logs are written."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level written."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="`json` for machines, `console` for people; `auto` is console in the embedded "
+        "profile and json in production.",
+    )
+
+
+class Settings(BaseSettings):
+    """Atelier's whole configuration. See docs/configuration.md (generated from this class)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    profile: Literal["embedded", "production"] = Field(
+        default="embedded",
+        description="`embedded` runs with no external service; `production` refuses weak secrets.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Folder for local state (embedded secret key, metrics)."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs sessions, tokens and URLs. Required in production (32+ characters); "
+        "generated into `<data_dir>/secret.key` in the embedded profile.",
+    )
+    default_language: Literal["en", "fr"] | None = Field(
+        default=None,
+        description="Language of the web UI when the visitor has not chosen one. Unset: taken "
+        "from the browser's Accept-Language, else English.",
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> Settings:
+        if self.profile == "production":
+            problems = secret_problems(self)
+            if problems:
+                raise ValueError(
+                    "the production profile refuses to start:\n"
+                    + "\n".join(f"  - {p}" for p in problems)
+                )
+        elif self.secret_key is None:
+            self.secret_key = SecretStr(_embedded_secret_key(self.data_dir))
+        return self
+
+    @property
+    def log_format(self) -> Literal["json", "console"]:
+        if self.logging.format != "auto":
+            return self.logging.format
+        return "console" if self.profile == "embedded" else "json"
+
+
+def env_name(*path: str) -> str:
+    """The environment variable that sets a (nested) field: `env_name("database", "url")`."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path)
+
+
+def _iter_secrets(model: BaseModel, path: tuple[str, ...] = ()):
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        annotation = str(field.annotation)
+        if isinstance(value, BaseModel):
+            yield from _iter_secrets(value, (*path, name))
+        elif "SecretStr" in annotation:
+            yield (*path, name), value
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """Every secret that is missing, a known default or too short, named by its variable."""
+    problems = []
+    for path, value in _iter_secrets(settings):
+        name = env_name(*path)
+        if value is None or not value.get_secret_value():
+            problems.append(f"{name} is missing")
+            continue
+        text = value.get_secret_value()
+        if text.strip().lower() in KNOWN_DEFAULT_SECRETS:
+            problems.append(f"{name} is a known default value")
+        elif len(text) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{name} is too short ({len(text)} characters, at least {MIN_SECRET_LENGTH})"
+            )
+        elif len(set(text)) < 8:
+            problems.append(f"{name} is too repetitive (fewer than 8 distinct characters)")
+    return problems
+
+
+def _embedded_secret_key(data_dir: Path) -> str:
+    """Read the embedded profile's secret key, creating it (mode 0600) on first start."""
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(key, encoding="utf-8")
+    tmp.replace(path)
+    return key
+
+
+def describe_error(exc: ValidationError) -> list[str]:
+    """Turn a Settings validation error into one readable line per problem."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        message = err["msg"].removeprefix("Value error, ")
+        if loc:
+            lines.append(f"{env_name(*loc)}: {message}")
+        else:
+            lines.extend(line.strip().removeprefix("- ") for line in message.splitlines())
+    return lines
