@@ -53,10 +53,7 @@ def test_production_reads_secrets_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ATELIER_SECRET_KEY", "changeme")
     with pytest.raises(ValidationError) as exc:
         Settings(_env_file=None)
-    assert problems_of(exc) == [
-        "the production profile refuses to start:",
-        "ATELIER_SECRET_KEY is a known default value",
-    ]
+    assert problems_of(exc) == ["ATELIER_SECRET_KEY is a known default value"]
 
 
 def test_embedded_profile_generates_a_private_secret_key_once(tmp_path):

@@ -132,7 +132,7 @@ def migrate_current() -> None:
     current = asyncio.run(_current(settings))
     head = migrations.head_revision()
     state = "up to date" if current == head else "behind"
-    console.print(f"database: {current or '(empty)'}  head: {head}  [{state}]")
+    console.print(f"database: {current or '(empty)'}  head: {head}  [{state}]", markup=False)
 
 
 async def _migrate(settings: Settings, direction: str, revision: str) -> None:

@@ -218,10 +218,7 @@ class Settings(BaseSettings):
         if self.profile == "production":
             problems = secret_problems(self)
             if problems:
-                raise ValueError(
-                    "the production profile refuses to start:\n"
-                    + "\n".join(f"  - {p}" for p in problems)
-                )
+                raise ValueError("\n".join(problems))
         elif self.secret_key is None:
             self.secret_key = SecretStr(_embedded_secret_key(self.data_dir))
         return self
@@ -291,5 +288,5 @@ def describe_error(exc: ValidationError) -> list[str]:
         if loc:
             lines.append(f"{env_name(*loc)}: {message}")
         else:
-            lines.extend(line.strip().removeprefix("- ") for line in message.splitlines())
+            lines.extend(message.splitlines())
     return lines

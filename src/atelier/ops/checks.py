@@ -71,12 +71,12 @@ def check_storage(root: Path) -> Check:
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"atelier")
-        if probe.read_bytes() != b"atelier":
-            return Check("storage", "fail", f"{root} gave back other bytes", _ms(begin))
+        same = probe.read_bytes() == b"atelier"
+        probe.unlink()
     except OSError as exc:
         return Check("storage", "fail", f"{root} is not writable ({exc.strerror})", _ms(begin))
-    finally:
-        probe.unlink(missing_ok=True)
+    if not same:
+        return Check("storage", "fail", f"{root} gave back other bytes", _ms(begin))
     return Check("storage", "ok", f"{root} is writable", _ms(begin))
 
 
