@@ -1,9 +1,17 @@
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 
-from atelier.core.db import UTCDateTime, on_commit, on_rollback, transaction
+from atelier.core.db import (
+    UTCDateTime,
+    create_engine,
+    create_sessionmaker,
+    on_commit,
+    on_rollback,
+    transaction,
+)
 
 scratch = MetaData()
 notes = Table(
@@ -123,3 +131,32 @@ async def test_sqlite_connections_are_durable_with_foreign_keys(session, engine)
 
 async def test_now_is_aware():
     assert datetime.now(UTC).tzinfo is UTC
+
+
+async def test_sqlite_readers_never_wait_and_writers_queue(tmp_path):
+    """Reads begin DEFERRED; a unit of work begins IMMEDIATE and waits for the write lock."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locks.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(scratch.create_all)
+    maker = create_sessionmaker(engine)
+    second_writer_in = asyncio.Event()
+
+    async def second_writer():
+        async with maker() as other, transaction(other):
+            second_writer_in.set()
+            await other.execute(notes.insert().values(body="second"))
+
+    try:
+        async with maker() as writer, maker() as reader:
+            async with transaction(writer):
+                await writer.execute(notes.insert().values(body="first"))
+                # An open writer does not block a reader, which sees the last committed state.
+                assert await asyncio.wait_for(count(reader), 1) == 0
+                await reader.rollback()
+                queued = asyncio.create_task(second_writer())
+                await asyncio.sleep(0.3)
+                assert not second_writer_in.is_set()  # still waiting for the lock at BEGIN
+            await asyncio.wait_for(queued, 5)
+            assert await count(reader) == 2
+    finally:
+        await engine.dispose()

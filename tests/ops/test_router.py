@@ -78,3 +78,13 @@ async def test_unmatched_paths_share_one_metric_label(client):
         )
         >= 2
     )
+
+
+async def test_unknown_methods_share_one_metric_label(client):
+    await client.request("BREW", "/health")
+    text = (await client.get("/metrics")).text
+    assert "BREW" not in text
+    assert (
+        _sample(text, "atelier_http_requests_total", method="OTHER", route="/health", status="405")
+        >= 1
+    )

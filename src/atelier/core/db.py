@@ -80,7 +80,13 @@ def create_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, echo=echo, connect_args={"timeout": connect_timeout})
+        engine = create_async_engine(
+            parsed,
+            echo=echo,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            connect_args={"timeout": connect_timeout},
+        )
         _configure_sqlite(engine, synchronous=sqlite_synchronous)
         return engine
     connect_args: dict[str, Any] = {}
@@ -103,23 +109,28 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
     """Pragmas on every connection, and transactions that SQLAlchemy (not pysqlite) controls.
 
     pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; SQLAlchemy documents
-    taking it over. BEGIN IMMEDIATE takes the write lock up front, so two writers wait on
-    busy_timeout instead of one failing with "database is locked" when it upgrades a read.
+    taking it over. Reads begin DEFERRED, so they never wait for each other. A unit of work
+    (`transaction()`) begins IMMEDIATE: it takes the write lock up front, so two writers queue
+    on busy_timeout instead of one failing with "database is locked" when its read upgrades.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL is a property of the file: switching needs a lock, so only the first connection
+        # to a new database does it.
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
-        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        writer = connection.get_execution_options().get(_WRITER, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -136,6 +147,7 @@ async def ping(engine: AsyncEngine) -> None:
 
 Callback = Callable[..., Awaitable[Any] | Any]
 _DEPTH = "atelier.tx_depth"
+_WRITER = "atelier_writer"
 _ON_COMMIT = "atelier.on_commit"
 _ON_ROLLBACK = "atelier.on_rollback"
 
@@ -154,6 +166,9 @@ async def transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     session.info[_ON_COMMIT] = []
     session.info[_ON_ROLLBACK] = []
     try:
+        if not session.in_transaction():
+            # Begin now, as a writer (BEGIN IMMEDIATE on SQLite; a plain BEGIN elsewhere).
+            await session.connection(execution_options={_WRITER: True})
         yield session
         await session.commit()
     except BaseException:

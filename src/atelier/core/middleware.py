@@ -30,6 +30,8 @@ log = structlog.get_logger("atelier.http")
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{8,128}$")
 UNMATCHED_ROUTE = "<unmatched>"
+# Metric labels must stay bounded: a client can send any method name.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_template(scope: Scope) -> str:
@@ -55,7 +57,7 @@ class RequestContextMiddleware:
         incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         status = 500
         started = False
 
