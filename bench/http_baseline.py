@@ -1,18 +1,18 @@
-"""Baseline HTTP throughput and latency of a live `atelier api`, for the foundation's routes.
+"""Baseline HTTP throughput and latency of a live Atelier, on the foundation's routes.
 
-    .venv/bin/python bench/http_baseline.py [--seconds 5] [--concurrency 16] [--workers 1]
+    .venv/bin/python bench/http_baseline.py [--seconds 5] [--connections 16] [--workers 1]
 
-Starts `atelier api` on a free loopback port with a throw-away SQLite database, drives each route
-with `concurrency` keep-alive connections for `seconds`, and prints requests per second and
-latency percentiles. Client and server share the machine, so figures are a floor, not a ceiling.
+Starts `atelier api` on a free loopback port with a throw-away SQLite database and drives each
+route with wrk (Debian package `wrk`), which is light enough not to starve the server on a small
+machine. Prints requests per second and latency percentiles, one line per route.
 """
 
 import argparse
-import asyncio
 import os
 import platform
+import re
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-ROUTES = ["/health", "/readiness", "/", "/api/v1/missing"]
+ROUTES = ["/health", "/readiness", "/", "/api/v1/missing", "/metrics"]
 
 
 def free_port() -> int:
@@ -30,35 +30,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def drive(url: str, seconds: float, concurrency: int) -> tuple[int, list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                begin = time.perf_counter()
-                response = await client.get(url)
-                latencies.append(time.perf_counter() - begin)
-                errors += response.status_code >= 500
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies), latencies, errors
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000
+def wrk(url: str, *, seconds: float, connections: int) -> dict[str, str]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures = {"req/s": re.search(r"Requests/sec:\s+(\S+)", out).group(1)}
+    for q in ("50", "99"):
+        figures[f"p{q}"] = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["non-2xx"] = bad.group(1) if bad else "0"
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
 
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,50 +62,32 @@ def main() -> None:
             ATELIER_DATABASE__URL=f"sqlite:///{tmp}/atelier.db",
             ATELIER_LOGGING__LEVEL="WARNING",
         )
-        subprocess.run(
-            [sys.executable, "-m", "atelier", "migrate", "upgrade"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        atelier = [sys.executable, "-m", "atelier"]
+        subprocess.run([*atelier, "migrate", "upgrade"], env=env, check=True, capture_output=True)
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "atelier",
-                "api",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-            ],
+            [*atelier, "api", "--port", str(port), "--workers", str(args.workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
+            for _ in range(150):
                 try:
                     httpx.get(base + "/health", timeout=1)
                     break
                 except httpx.TransportError:
                     time.sleep(0.2)
             print(
-                f"# {platform.node()} · {os.cpu_count()} cores · Python "
-                f"{platform.python_version()} · workers={args.workers} "
-                f"concurrency={args.concurrency} · {time.strftime('%Y-%m-%d')}"
+                f"# {os.cpu_count()} cores, Python {platform.python_version()}, "
+                f"workers={args.workers}, connections={args.connections}, "
+                f"{args.seconds:g} s per route, {time.strftime('%Y-%m-%d')}"
             )
-            print(f"{'route':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'5xx':>6}")
+            print("| route | req/s | p50 | p99 | non-2xx |\n|---|---|---|---|---|")
             for route in ROUTES:
-                asyncio.run(drive(base + route, 0.5, args.concurrency))  # warm up
-                count, latencies, errors = asyncio.run(
-                    drive(base + route, args.seconds, args.concurrency)
-                )
-                print(
-                    f"{route:<18}{count / args.seconds:>9.0f}{percentile(latencies, 50):>9.2f}"
-                    f"{percentile(latencies, 99):>9.2f}{errors:>6}"
-                )
+                wrk(base + route, seconds=1, connections=args.connections)  # warm up
+                f = wrk(base + route, seconds=args.seconds, connections=args.connections)
+                print(f"| `{route}` | {f['req/s']} | {f['p50']} | {f['p99']} | {f['non-2xx']} |")
         finally:
             server.terminate()
             server.wait(timeout=15)
