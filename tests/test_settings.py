@@ -1,4 +1,6 @@
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,32 @@ def test_configuration_reference_names_every_setting():
         assert f"`ATELIER_{name.upper()}" in text
     for name in DatabaseSettings.model_fields:
         assert f"`ATELIER_DATABASE__{name.upper()}`" in text
+
+
+def test_local_state_follows_the_data_folder(tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path / "state")
+    assert settings.database.url == f"sqlite+aiosqlite:///{tmp_path / 'state' / 'atelier.db'}"
+    assert settings.storage.root == tmp_path / "state" / "blobs"
+
+
+def test_explicit_locations_beat_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_DATABASE__URL", "postgresql://db/atelier")
+    monkeypatch.setenv("ATELIER_STORAGE__ROOT", "/srv/blobs")
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    assert settings.database.url == "postgresql+asyncpg://db/atelier"
+    assert settings.storage.root == Path("/srv/blobs")
+
+
+def test_processes_starting_together_agree_on_one_secret_key(tmp_path):
+    script = (
+        "import sys; from atelier.settings import Settings; "
+        "print(Settings(_env_file=None, data_dir=sys.argv[1]).secret_key.get_secret_value())"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    keys = {p.communicate(timeout=60)[0].strip() for p in processes}
+    assert len(keys) == 1
+    assert (tmp_path / "secret.key").read_text() == keys.pop().decode()
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporary file left

@@ -21,12 +21,12 @@ from atelier.core.middleware import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
-from atelier.ops.router import router as ops_router
+from atelier.ops import router as ops
 from atelier.settings import Settings
 from atelier.web.rendering import STATIC_DIR, Renderer
 from atelier.web.router import router as web_router
 
-API_PREFIX = "/api/v1"
+PROBE_ROUTES = frozenset({"/health", "/readiness", "/metrics"})
 log = structlog.get_logger(__name__)
 
 
@@ -55,9 +55,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.renderer = Renderer(default_language=settings.default_language)
+    app.state.renderer = renderer = Renderer(default_language=settings.default_language)
 
-    problems.install(app)
+    problems.install(app, html_page=renderer.error_page)
     # Starlette wraps in reverse order of addition: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     if settings.http.cors_origins:
@@ -71,11 +71,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
     if settings.http.trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, quiet_routes=PROBE_ROUTES)
     app.add_middleware(SecurityHeadersMiddleware)
 
-    app.include_router(ops_router)
-    app.include_router(web_router)
+    # Each router carries its full prefix (see core.routing).
+    for router in (ops.router, ops.api_router, web_router):
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)
     return app

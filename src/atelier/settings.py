@@ -12,10 +12,13 @@ Two profiles:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -76,7 +79,8 @@ class DatabaseSettings(BaseModel):
 
     url: str = Field(
         default="sqlite+aiosqlite:///var/atelier.db",
-        description="SQLAlchemy URL; `sqlite:///` and `postgresql://` get their async driver.",
+        description="SQLAlchemy URL; `sqlite:///` and `postgresql://` get their async driver. "
+        "Unset: `atelier.db` in the data folder.",
     )
     echo: bool = Field(default=False, description="Log every SQL statement (debugging only).")
     pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
@@ -115,7 +119,10 @@ class StorageSettings(BaseModel):
     backend: Literal["local"] = Field(
         default="local", description="Blob store. `local` is a folder; S3 joins in a later release."
     )
-    root: Path = Field(default=Path("var/blobs"), description="Folder of the local blob store.")
+    root: Path = Field(
+        default=Path("var/blobs"),
+        description="Folder of the local blob store. Unset: `blobs` in the data folder.",
+    )
 
 
 class JobsSettings(BaseModel):
@@ -215,6 +222,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_profile(self) -> Settings:
+        # Local state follows the data folder unless a location was given explicitly.
+        if "url" not in self.database.model_fields_set:
+            self.database.url = f"sqlite+aiosqlite:///{self.data_dir / 'atelier.db'}"
+        if "root" not in self.storage.model_fields_set:
+            self.storage.root = self.data_dir / "blobs"
         if self.profile == "production":
             problems = secret_problems(self)
             if problems:
@@ -236,12 +248,12 @@ def env_name(*path: str) -> str:
 
 
 def _iter_secrets(model: BaseModel, path: tuple[str, ...] = ()):
+    """(path, value) of every secret field, in nested sections too; unset ones give None."""
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
-        annotation = str(field.annotation)
         if isinstance(value, BaseModel):
             yield from _iter_secrets(value, (*path, name))
-        elif "SecretStr" in annotation:
+        elif field.annotation is SecretStr or SecretStr in get_args(field.annotation):
             yield (*path, name), value
 
 
@@ -266,17 +278,23 @@ def secret_problems(settings: Settings) -> list[str]:
 
 
 def _embedded_secret_key(data_dir: Path) -> str:
-    """Read the embedded profile's secret key, creating it (mode 0600) on first start."""
+    """Read the embedded profile's secret key, creating it (mode 0600) on first start.
+
+    The key is written to a private temporary file and hard-linked into place, which fails if
+    another process got there first: then that process's key is the one everybody reads.
+    """
     path = data_dir / "secret.key"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    tmp = path.with_suffix(".tmp")
-    tmp.touch(mode=0o600)
-    tmp.write_text(key, encoding="utf-8")
-    tmp.replace(path)
-    return key
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret-")  # created with mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def describe_error(exc: ValidationError) -> list[str]:

@@ -20,12 +20,12 @@ def restore_logging():
 
 async def test_json_logs_carry_the_request_fields(app, client, capsys, restore_logging):
     core_logging.configure(level="INFO", fmt="json")
-    await client.get("/health", headers={"X-Request-ID": "json-log-check"})
+    await client.get("/api/v1/version", headers={"X-Request-ID": "json-log-check"})
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     request = next(line for line in lines if line["event"] == "request")
     assert request["request_id"] == "json-log-check"
     assert request["method"] == "GET"
-    assert request["route"] == "/health"
+    assert request["route"] == "/api/v1/version"
     assert request["status"] == 200
     assert request["duration_ms"] >= 0
     assert request["level"] == "info"
@@ -48,3 +48,19 @@ def test_console_format_is_readable(capsys, restore_logging):
     assert "answer=42" in err
     with pytest.raises(json.JSONDecodeError):
         json.loads(err.splitlines()[-1])
+
+
+async def test_successful_probes_are_logged_at_debug_only(app, client, capsys, restore_logging):
+    core_logging.configure(level="INFO", fmt="json")
+    await client.get("/health")
+    await client.get("/metrics")
+    assert _request_lines(capsys) == []
+    core_logging.configure(level="DEBUG", fmt="json")
+    await client.get("/health")
+    [line] = _request_lines(capsys)
+    assert (line["route"], line["level"]) == ("/health", "debug")
+
+
+def _request_lines(capsys) -> list[dict]:
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    return [line for line in lines if line["event"] == "request"]

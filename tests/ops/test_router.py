@@ -3,6 +3,7 @@ import re
 import httpx
 import pytest
 
+from atelier import __version__
 from atelier.app import create_app
 
 
@@ -88,3 +89,8 @@ async def test_unknown_methods_share_one_metric_label(client):
         _sample(text, "atelier_http_requests_total", method="OTHER", route="/health", status="405")
         >= 1
     )
+
+
+async def test_the_api_reports_its_version(client):
+    response = await client.get("/api/v1/version")
+    assert response.json() == {"version": __version__, "api": "v1"}

@@ -116,3 +116,30 @@ async def test_openapi_schema_describes_the_api(client):
     assert "/health" in schema["paths"]
     assert "/readiness" in schema["paths"]
     assert "/" not in schema["paths"]  # UI pages stay out of the API schema
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_browsers_get_an_html_error_page_in_their_language(client):
+    response = await client.get(
+        "/no-such-page", headers={"Accept": BROWSER_ACCEPT, "Accept-Language": "fr"}
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert lang_of(response.text) == "fr"
+    assert "Page introuvable" in response.text
+    assert 'data-status="404"' in response.text
+
+
+async def test_an_html_error_page_keeps_the_allow_header(client):
+    response = await client.post("/", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert "This page cannot be used that way" in response.text
+
+
+async def test_the_api_answers_browsers_with_problems_all_the_same(client):
+    response = await client.get("/api/v1/nothing", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"

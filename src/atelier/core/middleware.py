@@ -19,36 +19,30 @@ from collections.abc import Callable
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atelier.core import metrics
 from atelier.core.problems import problem
+from atelier.core.routing import route_template
 
 log = structlog.get_logger("atelier.http")
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{8,128}$")
-UNMATCHED_ROUTE = "<unmatched>"
 # Metric labels must stay bounded: a client can send any method name.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's template (`/api/v1/jobs/{id}`), bounded for use as a metric label."""
-    route = scope.get("route")
-    if route is None:
-        return UNMATCHED_ROUTE
-    if isinstance(route, Mount):
-        return route.path + "/{path}"
-    return getattr(route, "path", UNMATCHED_ROUTE)
-
-
 class RequestContextMiddleware:
-    """Give each request an id, log it once, count it, and turn crashes into a bare 500."""
+    """Give each request an id, log it once, count it, and turn crashes into a bare 500.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Successful requests to `quiet_routes` (probes, scrapes) are logged at debug level, so an
+    orchestrator polling every few seconds does not drown the log.
+    """
+
+    def __init__(self, app: ASGIApp, *, quiet_routes: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.quiet_routes = quiet_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +86,8 @@ class RequestContextMiddleware:
             metrics.HTTP_IN_PROGRESS.labels(method).dec()
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
             metrics.HTTP_DURATION.labels(method, route, str(status)).observe(duration)
-            log.info(
+            quiet = route in self.quiet_routes and status < 400
+            (log.debug if quiet else log.info)(
                 "request",
                 method=method,
                 route=route,

@@ -3,18 +3,21 @@
 `install(app)` registers the handlers: domain errors (`AtelierError`), Starlette's HTTP errors
 (unknown route, wrong method), and request validation (422 with a field-level `errors` list).
 Unexpected exceptions are turned into a bare 500 by `core.middleware.RequestContextMiddleware`,
-which logs them with the request id.
+which logs them with the request id. A browser asking for a page outside `/api/` gets the same
+error as an HTML page in its language, when the app provides one.
 """
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from atelier.core.errors import AtelierError
+from atelier.core.routing import API_PREFIX
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -108,7 +111,34 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
     )
 
 
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(AtelierError, _atelier_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+def prefers_html(request: Request) -> bool:
+    """A browser navigating to a page (not the API) is shown an HTML error page instead."""
+    if request.url.path.startswith(API_PREFIX + "/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+HtmlPage = Callable[[Request, int], Response]
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+_KEPT_HEADERS = ("allow", "retry-after")
+
+
+def install(app: FastAPI, *, html_page: HtmlPage | None = None) -> None:
+    """Register the handlers; `html_page(request, status)` renders errors for browsers."""
+
+    def negotiated(handler: Handler) -> Handler:
+        async def handle(request: Request, exc: Exception) -> Response:
+            response = await handler(request, exc)
+            if html_page is None or not prefers_html(request):
+                return response
+            page = html_page(request, response.status_code)
+            for name in _KEPT_HEADERS:
+                if name in response.headers:
+                    page.headers[name] = response.headers[name]
+            return page
+
+        return handle
+
+    app.add_exception_handler(AtelierError, negotiated(_atelier_error))
+    app.add_exception_handler(StarletteHTTPException, negotiated(_http_error))
+    app.add_exception_handler(RequestValidationError, negotiated(_validation_error))

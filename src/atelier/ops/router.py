@@ -2,12 +2,16 @@
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from atelier import __version__
 from atelier.core import metrics
 from atelier.core.problems import problem
+from atelier.core.routing import API_PREFIX
 from atelier.ops.checks import check_database
 
 router = APIRouter(tags=["ops"])
+api_router = APIRouter(prefix=API_PREFIX, tags=["ops"])
 
 
 @router.get("/health", summary="Liveness: the process answers")
@@ -42,3 +46,13 @@ async def readiness(request: Request) -> Response:
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+class VersionRead(BaseModel):
+    version: str
+    api: str
+
+
+@api_router.get("/version", summary="Atelier's version and API version")
+async def version() -> VersionRead:
+    return VersionRead(version=__version__, api="v1")

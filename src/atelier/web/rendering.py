@@ -67,3 +67,7 @@ class Renderer:
         response.headers["Content-Language"] = lang
         response.headers["Vary"] = "Accept-Language, Cookie"
         return response
+
+    def error_page(self, request: Request, status: int) -> Response:
+        """The HTML face of an error, for browsers navigating the UI."""
+        return self.render(request, "error.html", {"status": status}, status_code=status)
