@@ -25,7 +25,3 @@ class FixedClock:
 
     def advance(self, delta: timedelta) -> None:
         self.current += delta
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
