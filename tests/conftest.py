@@ -81,8 +81,12 @@ async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def app(settings: Settings, engine: AsyncEngine):
-    return create_app(settings)
+async def app(settings: Settings, engine: AsyncEngine):
+    """The application on the suite's database. The ASGI transport runs no lifespan, so the
+    app's engine is disposed here, or every test would leave connections open."""
+    app = create_app(settings)
+    yield app
+    await app.state.engine.dispose()
 
 
 @pytest.fixture

@@ -145,3 +145,18 @@ def test_config_show_masks_secrets(tmp_path, fresh_env):
     shown = json.loads(result.stdout)
     assert shown["secret_key"] == "**********"
     assert "visible-only" not in result.stdout
+
+
+def test_up_with_an_unreachable_database_says_so_without_the_password(tmp_path, fresh_env):
+    env = {**fresh_env, "ATELIER_DATABASE__URL": "postgresql://u:hunter2@127.0.0.1:1/none"}
+    result = run_cli("up", "--port", "1", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "The database at postgresql+asyncpg://u:***@127.0.0.1:1/none failed" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_migrating_to_an_unknown_revision_is_refused(tmp_path, fresh_env):
+    result = run_cli("migrate", "downgrade", "nonesuch", env=fresh_env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Migration refused: Can't locate revision identified by 'nonesuch'" in result.stderr

@@ -7,14 +7,19 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
+from alembic.util.exc import CommandError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from atelier import __version__
 from atelier.app import create_app
@@ -41,6 +46,7 @@ app.add_typer(config_app, name="config")
 console = Console()
 errors = Console(stderr=True)
 
+T = TypeVar("T")
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
 
@@ -68,7 +74,7 @@ def version() -> None:
 def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Run everything in one process: migrate the database, then serve the API and web UI."""
     settings = load_settings()
-    asyncio.run(_migrate(settings, "upgrade", "head"))
+    _migrate(settings, "upgrade", "head")
     _serve(create_app(settings), settings, host=host, port=port)
 
 
@@ -112,8 +118,7 @@ def migrate_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Upgrade the database schema (to the latest revision by default)."""
-    settings = load_settings()
-    asyncio.run(_migrate(settings, "upgrade", revision))
+    _migrate(load_settings(), "upgrade", revision)
 
 
 @migrate_app.command("downgrade")
@@ -121,40 +126,48 @@ def migrate_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, `-1` or `base`.")],
 ) -> None:
     """Downgrade the database schema to an earlier revision."""
-    settings = load_settings()
-    asyncio.run(_migrate(settings, "downgrade", revision))
+    _migrate(load_settings(), "downgrade", revision)
 
 
 @migrate_app.command("current")
 def migrate_current() -> None:
     """Show the database's revision and the code's head revision."""
-    settings = load_settings()
-    current = asyncio.run(_current(settings))
+    current = _with_engine(load_settings(), migrations.current_revision)
     head = migrations.head_revision()
     state = "up to date" if current == head else "behind"
     console.print(f"database: {current or '(empty)'}  head: {head}  [{state}]", markup=False)
 
 
-async def _migrate(settings: Settings, direction: str, revision: str) -> None:
-    engine = create_engine(**settings.database.model_dump())
-    try:
+def _migrate(settings: Settings, direction: str, revision: str) -> None:
+    move = migrations.upgrade if direction == "upgrade" else migrations.downgrade
+
+    async def run(engine: AsyncEngine) -> str | None:
         with console.status(f"Migrating the database ({direction} to {revision})…"):
-            if direction == "upgrade":
-                await migrations.upgrade(engine, revision)
-            else:
-                await migrations.downgrade(engine, revision)
-        current = await migrations.current_revision(engine)
-    finally:
-        await engine.dispose()
+            await move(engine, revision)
+        return await migrations.current_revision(engine)
+
+    current = _with_engine(settings, run)
     errors.print(f"Database at revision {current or '(empty)'}.")
 
 
-async def _current(settings: Settings) -> str | None:
-    engine = create_engine(**settings.database.model_dump())
+def _with_engine(settings: Settings, operation: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `operation` on a fresh engine; exit 1 with a clear message if the database fails."""
+
+    async def run() -> T:
+        engine = create_engine(**settings.database.model_dump())
+        try:
+            return await operation(engine)
+        finally:
+            await engine.dispose()
+
+    where = make_url(settings.database.url).render_as_string(hide_password=True)
     try:
-        return await migrations.current_revision(engine)
-    finally:
-        await engine.dispose()
+        return asyncio.run(run())
+    except CommandError as exc:  # Alembic: unknown revision, diverging heads...
+        errors.print(f"Migration refused: {exc}", markup=False)
+    except (OSError, SQLAlchemyError) as exc:
+        errors.print(f"The database at {where} failed: {exc}", markup=False)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -174,21 +187,13 @@ def doctor(
     else:
         core_logging.configure(level="ERROR", fmt=settings.log_format)
         config = Check("config", "ok", f"valid ({settings.profile} profile)")
-        checks = [config, *asyncio.run(_diagnose(settings))]
+        checks = [config, *_with_engine(settings, lambda engine: diagnose(settings, engine))]
     failed = any(not c.ok for c in checks)
     if as_json:
         console.print_json(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}))
     else:
         _print_checks(checks)
     raise typer.Exit(1 if failed else 0)
-
-
-async def _diagnose(settings: Settings) -> list[Check]:
-    engine = create_engine(**settings.database.model_dump())
-    try:
-        return await diagnose(settings, engine)
-    finally:
-        await engine.dispose()
 
 
 def _print_checks(checks: list[Check]) -> None:
