@@ -9,8 +9,9 @@ import pytest
 pytestmark = pytest.mark.live
 
 
-def test_up_migrates_and_serves_everything(start_server):
+def test_up_migrates_and_serves_everything(start_server, tmp_path):
     server = start_server("up")
+    assert (tmp_path / "blobs").is_dir()
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get("/health").json() == {"status": "ok"}
         assert http.get("/readiness").status_code == 200

@@ -75,6 +75,7 @@ def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Run everything in one process: migrate the database, then serve the API and web UI."""
     settings = load_settings()
     _migrate(settings, "upgrade", "head")
+    settings.storage.root.mkdir(parents=True, exist_ok=True)
     _serve(create_app(settings), settings, host=host, port=port)
 
 

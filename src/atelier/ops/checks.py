@@ -93,6 +93,11 @@ def _ms(begin: float) -> float:
     return round((time.perf_counter() - begin) * 1000, 2)
 
 
+async def readiness_checks(engine: AsyncEngine) -> list[Check]:
+    """What `/readiness` checks: the dependencies a request needs (storage and broker join)."""
+    return [await check_database(engine)]
+
+
 async def diagnose(settings: Settings, engine: AsyncEngine) -> list[Check]:
     """Everything `atelier doctor` checks once the configuration has loaded."""
     database = await check_database(engine)

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from atelier.core.errors import NotFound
-from atelier.ops.checks import check_database
+from atelier.ops.checks import readiness_checks
 from atelier.web import i18n
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
@@ -22,7 +22,7 @@ async def landing(request: Request) -> Response:
 
 @router.get("/fragments/status")
 async def status_fragment(request: Request) -> Response:
-    checks = [await check_database(request.app.state.engine)]
+    checks = await readiness_checks(request.app.state.engine)
     return request.app.state.renderer.render(request, "fragments/status.html", {"checks": checks})
 
 
