@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.app import create_app
 from atelier.core.db import create_engine
 from atelier.ops import migrations
 from atelier.settings import DatabaseSettings, Settings
+from tests.identity.factories import make_user, personal_org_id, sign_in
 
 TEST_SECRET = "t3st-only-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
@@ -65,26 +66,33 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """A session inside an outer transaction that is rolled back after the test, whatever the
-    code under test committed (SQLAlchemy's "join a session into an external transaction")."""
+async def db_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection in an outer transaction, rolled back after the test whatever the code
+    under test committed (SQLAlchemy's "join a session into an external transaction")."""
     async with engine.connect() as connection:
         outer = await connection.begin()
-        maker = async_sessionmaker(
-            bind=connection,
-            expire_on_commit=False,
-            join_transaction_mode="create_savepoint",
-        )
-        async with maker() as session:
-            yield session
+        yield connection
         await outer.rollback()
 
 
+def _joined(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
 @pytest.fixture
-async def app(settings: Settings, engine: AsyncEngine):
-    """The application on the suite's database. The ASGI transport runs no lifespan, so the
-    app's engine is disposed here, or every test would leave connections open."""
+async def db_session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    async with _joined(db_connection)() as session:
+        yield session
+
+
+@pytest.fixture
+async def app(settings: Settings, db_connection: AsyncConnection):
+    """The application, its sessions joined to the test's transaction. The ASGI transport runs
+    no lifespan, so the app's own engine (readiness) is disposed here."""
     app = create_app(settings)
+    app.state.sessionmaker = _joined(db_connection)
     yield app
     await app.state.engine.dispose()
 
@@ -178,3 +186,20 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+# ---- people --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def alice(db_session, client):
+    """An owner of her personal organization, signed in."""
+    user = await make_user(db_session, display_name="Alice")
+    return await sign_in(client, user, await personal_org_id(db_session, user))
+
+
+@pytest.fixture
+async def mallory(db_session, client):
+    """A user of another organization, signed in."""
+    user = await make_user(db_session, display_name="Mallory")
+    return await sign_in(client, user, await personal_org_id(db_session, user))

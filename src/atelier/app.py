@@ -12,8 +12,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse
 
 from atelier import __version__
+from atelier.audit import router as audit
 from atelier.core import logging as core_logging
 from atelier.core import metrics, problems
+from atelier.core.clock import SystemClock
 from atelier.core.db import create_engine, create_sessionmaker
 from atelier.core.middleware import (
     BodyLimitMiddleware,
@@ -21,6 +23,8 @@ from atelier.core.middleware import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from atelier.identity import router as identity
+from atelier.identity.tokens import TokenConfig
 from atelier.ops import router as ops
 from atelier.settings import Settings
 from atelier.web.rendering import STATIC_DIR, Renderer
@@ -56,6 +60,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.renderer = renderer = Renderer(default_language=settings.default_language)
+    app.state.clock = SystemClock()
+    app.state.tokens = TokenConfig.from_settings(
+        settings.secret_key.get_secret_value(),
+        issuer=settings.auth.issuer,
+        access_minutes=settings.auth.access_token_minutes,
+        refresh_days=settings.auth.refresh_token_days,
+    )
 
     problems.install(app, html_page=renderer.error_page)
     # Starlette wraps in reverse order of addition: the last added is the outermost.
@@ -75,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
 
     # Each router carries its full prefix (see core.routing).
-    for router in (ops.router, ops.api_router, web_router):
+    for router in (ops.router, ops.api_router, *identity.ROUTERS, audit.router, web_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)

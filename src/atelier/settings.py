@@ -172,6 +172,28 @@ class HttpSettings(BaseModel):
         return self
 
 
+class AuthSettings(BaseModel):
+    """Sign-up, passwords and tokens."""
+
+    registration: Literal["open", "invite", "closed"] = Field(
+        default="open",
+        description="`open`: anyone may sign up; `invite`: only with an invitation; `closed`: "
+        "accounts are made by operators.",
+    )
+    default_plan: str = Field(default="trial", description="Plan of a new organization.")
+    access_token_minutes: int = Field(
+        default=15, ge=1, le=1440, description="Lifetime of an access token (JWT)."
+    )
+    refresh_token_days: int = Field(
+        default=30, ge=1, le=365, description="Lifetime of a refresh token."
+    )
+    issuer: str = Field(default="atelier", description="`iss` of the tokens Atelier issues.")
+    password_min_length: int = Field(default=10, ge=8, description="Shortest password accepted.")
+    password_min_strength: int = Field(
+        default=2, ge=0, le=4, description="Lowest zxcvbn score (0-4) a password must reach."
+    )
+
+
 class LoggingSettings(BaseModel):
     """How logs are written."""
 
@@ -218,6 +240,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

@@ -3,6 +3,10 @@
 Each domain that adds a `models.py` is imported here explicitly; nothing registers itself.
 """
 
+from atelier.audit import models as audit_models
 from atelier.core.db import Base
+from atelier.identity import models as identity_models
+from atelier.plans import models as plans_models
 
 metadata = Base.metadata
+DOMAIN_MODELS = (audit_models, plans_models, identity_models)

@@ -55,7 +55,7 @@ def assert_problem(response, status: int, slug: str) -> dict:
     [
         ("BadRequest", 400, "bad-request"),
         ("Unauthorized", 401, "unauthorized"),
-        ("PaymentRequired", 402, "quota-exceeded"),
+        ("QuotaExceeded", 402, "quota-exceeded"),
         ("Forbidden", 403, "forbidden"),
         ("NotFound", 404, "not-found"),
         ("Conflict", 409, "conflict"),

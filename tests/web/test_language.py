@@ -1,10 +1,11 @@
 """Language choice and the French catalog of the web UI."""
 
-import configparser
 from pathlib import Path
 
 import pytest
+from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from atelier.web import i18n
@@ -28,6 +29,19 @@ def test_accept_language_is_ranked_by_quality(header, expected):
     assert i18n.parse_accept_language(header) == expected
 
 
+# RFC 9110 allows spaces before ";" and spells "q" in any case; a weight is 0 to 1.
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("fr ;q=0.5", ["fr"]),
+        ("fr;Q=0.1, en;q=0.9", ["en", "fr"]),
+        ("en;q=0.5, fr;q=inf", ["en"]),
+    ],
+)
+def test_accept_language_follows_the_rfc_grammar(header, expected):
+    assert i18n.parse_accept_language(header) == expected
+
+
 def test_the_visitors_choice_wins_then_the_instance_default_then_the_browser():
     choose = i18n.choose_language
     assert choose(cookie="fr", default="en", accept_language="en") == "fr"
@@ -48,33 +62,59 @@ def test_next_keeps_local_paths():
     assert i18n.safe_next("/docs?x=1") == "/docs?x=1"
 
 
-def _extract_messages() -> set[str]:
-    config = configparser.ConfigParser()
-    config.read(REPO / "babel.cfg")
-    method_map = [
-        (section.split(": ", 1)[1], section.split(": ", 1)[0]) for section in config.sections()
-    ]
-    options = {section.split(": ", 1)[1]: dict(config[section]) for section in config.sections()}
-    return {
-        message if isinstance(message, str) else message[0]
-        for _file, _line, message, _comments, _context in extract_from_dir(
-            REPO, method_map, options
-        )
-    }
+@pytest.fixture(scope="module")
+def extracted() -> dict[str, str]:
+    """Every message of the web package, extracted as `pybabel extract -F babel.cfg` does,
+    mapped to the file it was found in."""
+    with (REPO / "babel.cfg").open() as fh:
+        method_map, options_map = parse_mapping_cfg(fh)
+    messages = {}
+    for filename, _line, message, _comments, _context in extract_from_dir(
+        REPO, method_map, options_map
+    ):
+        for msgid in (message,) if isinstance(message, str) else message:
+            messages.setdefault(msgid, filename)
+    assert len(messages) > 10, "extraction found nothing: is babel.cfg still right?"
+    return messages
 
 
-def test_every_message_of_the_ui_has_a_french_translation():
+@pytest.fixture(scope="module")
+def french() -> Catalog:
+    with (i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        return read_po(fh, locale="fr")
+
+
+def _msgids(message) -> tuple[str, ...]:
+    return (message.id,) if isinstance(message.id, str) else tuple(message.id)
+
+
+def test_every_message_of_the_ui_has_a_french_translation(extracted, french):
     """Fails when a template gains a string that the French catalog lacks: extract with
     babel.cfg's commands, translate, and run the tests again."""
-    messages = _extract_messages()
-    assert len(messages) > 10, "extraction found nothing: is babel.cfg still right?"
-    po = i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po"
-    with po.open("rb") as fh:
-        catalog = read_po(fh, locale="fr")
-    translated = {m.id: m.string for m in catalog if m.id and not m.fuzzy}
-    missing = sorted(m for m in messages if not translated.get(m))
+    translated = {}
+    for message in french:
+        strings = (message.string,) if isinstance(message.string, str) else message.string
+        for msgid in _msgids(message):
+            translated[msgid] = message.id and not message.fuzzy and all(strings)
+    missing = sorted(
+        f"{msgid!r} ({path})" for msgid, path in extracted.items() if not translated.get(msgid)
+    )
     assert missing == []
-    assert not catalog.obsolete
+
+
+def test_the_french_catalog_has_no_fuzzy_obsolete_or_stale_entries(extracted, french):
+    assert not french.fuzzy, "the catalog header is marked fuzzy"
+    assert [m.id for m in french if m.id and m.fuzzy] == []
+    assert list(french.obsolete) == []
+    # An entry no template or module uses any more: `pybabel update` would make it obsolete.
+    stale = [m.id for m in french if m.id and not set(_msgids(m)) & set(extracted)]
+    assert stale == []
+
+
+def test_french_translations_keep_their_placeholders(french):
+    """A misspelt `%(name)s` in a translation would break the page at render time."""
+    errors = [(message.id, [str(e) for e in found]) for message, found in french.check()]
+    assert errors == []
 
 
 def test_catalogs_load_for_every_language():

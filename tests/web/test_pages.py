@@ -1,8 +1,10 @@
 """The web shell over HTTP: pages, language switching, fragments, offline assets."""
 
 import re
-from urllib.parse import urlsplit
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 
 
@@ -61,6 +63,26 @@ async def test_switching_language_never_redirects_off_site(client, target):
     assert response.headers["location"] == "/"
 
 
+@pytest.mark.parametrize(
+    "target", ["/\t/evil.example", "/\n/evil.example", "/%2F/evil.example", " //evil.example"]
+)
+async def test_switching_language_lands_on_site_once_the_browser_cleans_the_url(client, target):
+    """Browsers drop tabs and newlines from a Location (WHATWG URL); `urljoin` does the same."""
+    response = await client.get("/lang/fr", params={"next": target})
+    assert response.status_code == 303
+    landing = urljoin("http://testserver/lang/fr", response.headers["location"])
+    assert urlsplit(landing).netloc == "testserver", response.headers["location"]
+
+
+async def test_over_https_the_language_cookie_is_secure(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        response = await client.get("/lang/fr?next=/")
+    assert response.status_code == 303
+    assert "Secure" in response.headers["set-cookie"]
+    assert "max-age" in response.headers["strict-transport-security"]
+
+
 async def test_an_unknown_language_is_a_404_problem(client):
     response = await client.get("/lang/xx")
     assert response.status_code == 404
@@ -76,19 +98,48 @@ async def test_status_fragment_reports_the_database(client):
     assert "Base de données" in french.text
 
 
-def _asset_urls(html: str) -> list[str]:
-    return re.findall(r'(?:src|href)="([^"]+)"', html)
+URL_ATTRIBUTES = {"src", "href", "action", "formaction", "poster", "hx-get", "hx-post"}
 
 
-async def test_pages_load_nothing_from_another_host(client):
-    for path in ("/", "/docs"):
-        html = (await client.get(path)).text
-        for url in _asset_urls(html):
-            parts = urlsplit(url)
-            assert not parts.netloc, f"{path} refers to {url}"
+class _UrlCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [value for name, value in attrs if name in URL_ATTRIBUTES and value]
+
+
+def urls_in(html: str) -> list[str]:
+    collector = _UrlCollector()
+    collector.feed(html)
+    collector.close()
+    return collector.urls
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/", {}),
+        ("/", {"Accept-Language": "fr"}),
+        ("/fragments/status", {}),
+        ("/no-such-page", {"Accept": "text/html"}),
+        ("/docs", {}),
+    ],
+)
+async def test_pages_load_nothing_from_another_host(client, path, headers):
+    urls = urls_in((await client.get(path, headers=headers)).text)
+    assert urls or path == "/fragments/status"
+    assert [url for url in urls if urlsplit(url).scheme or urlsplit(url).netloc] == []
+
+
+async def test_api_docs_use_only_the_vendored_swagger_ui(client):
     docs = (await client.get("/docs")).text
-    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs
-    assert "/openapi.json" in docs
+    assets = urls_in(docs)
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in assets
+    assert "/static/vendor/swagger-ui/swagger-ui.css" in assets
+    assert [url for url in assets if not url.startswith("/static/")] == []
+    assert "'/openapi.json'" in docs
 
 
 async def test_vendored_assets_are_served(client):

@@ -166,6 +166,10 @@ async def transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     session.info[_ON_COMMIT] = []
     session.info[_ON_ROLLBACK] = []
     try:
+        if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+            # Only reads so far (e.g. resolving the caller): end that snapshot, so the unit of
+            # work begins as a writer below rather than upgrading a read (SQLITE_BUSY).
+            await session.commit()
         if not session.in_transaction():
             # Begin now, as a writer (BEGIN IMMEDIATE on SQLite; a plain BEGIN elsewhere).
             await session.connection(execution_options={_WRITER: True})

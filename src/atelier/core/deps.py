@@ -7,6 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atelier.core.clock import Clock
+from atelier.core.context import RequestInfo
+
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     # Services commit inside transaction(); closing here only returns the connection. Nothing is
@@ -16,3 +19,21 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DbSession = Annotated[AsyncSession, Depends(_session)]
+
+
+def _request_info(request: Request) -> RequestInfo:
+    return RequestInfo(
+        ip=request.client.host if request.client else None,
+        user_agent=(request.headers.get("user-agent") or "")[:512] or None,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+ClientInfo = Annotated[RequestInfo, Depends(_request_info)]
+
+
+def _clock(request: Request) -> Clock:
+    return request.app.state.clock
+
+
+AppClock = Annotated[Clock, Depends(_clock)]

@@ -28,7 +28,7 @@ class Unauthorized(AtelierError):
     status, slug, title = 401, "unauthorized", "Authentication required"
 
 
-class PaymentRequired(AtelierError):
+class QuotaExceeded(AtelierError):
     status, slug, title = 402, "quota-exceeded", "Plan limit reached"
 
 

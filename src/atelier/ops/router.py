@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from atelier import __version__
 from atelier.core import metrics
 from atelier.core.errors import ServiceUnavailable
-from atelier.core.routing import API_PREFIX
+from atelier.core.routing import API_PREFIX, operation
 from atelier.ops.checks import readiness_checks
 from atelier.ops.schemas import CheckRead, HealthRead, ReadinessRead, VersionRead
 
@@ -17,7 +17,7 @@ class NotReady(ServiceUnavailable):
     slug, title = "not-ready", "Not ready"
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers", **operation("ops", "public"))
 async def health() -> HealthRead:
     return HealthRead()
 
@@ -25,6 +25,7 @@ async def health() -> HealthRead:
 @router.get(
     "/readiness",
     summary="Readiness: the dependencies answer",
+    **operation("ops", "public"),
     responses={503: {"description": "A dependency is down; `checks` says which."}},
 )
 async def readiness(request: Request) -> ReadinessRead:
@@ -42,12 +43,16 @@ async def readiness(request: Request) -> ReadinessRead:
     return ReadinessRead(checks=details)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics", summary="Prometheus metrics", response_class=Response, **operation("ops", "public")
+)
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 
 
-@api_router.get("/version", summary="Atelier's version and API version")
+@api_router.get(
+    "/version", summary="Atelier's version and API version", **operation("ops", "public")
+)
 async def version() -> VersionRead:
     return VersionRead(version=__version__, api="v1")

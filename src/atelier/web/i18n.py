@@ -35,16 +35,24 @@ def load_translations(directory: Path = LOCALE_DIR) -> dict[str, gettext.NullTra
 
 
 def parse_accept_language(header: str) -> list[str]:
-    """Primary language tags from an Accept-Language header, best first (`fr-CA;q=0.8` -> `fr`)."""
+    """Primary language tags from an Accept-Language header, best first (`fr-CA;q=0.8` -> `fr`).
+
+    RFC 9110: parameters after `;` with optional whitespace, `q` in any case, a weight from 0
+    to 1 (anything else counts as 0, "not acceptable").
+    """
     ranked = []
     for position, part in enumerate(header.split(",")):
-        tag, _, params = part.strip().partition(";")
+        tag, *params = (piece.strip() for piece in part.split(";"))
         quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+                if not 0 <= quality <= 1:
+                    quality = 0.0
         if tag and quality > 0:
             ranked.append((-quality, position, tag.split("-")[0].lower()))
     return [tag for _, _, tag in sorted(ranked)]
@@ -63,6 +71,12 @@ def choose_language(*, cookie: str | None, default: str | None, accept_language:
 
 def safe_next(path: str | None) -> str:
     """A same-origin relative path to go back to, or `/` (no open redirect)."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+    if (
+        not path
+        or not path.startswith("/")
+        or path.startswith("//")
+        or "\\" in path
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)  # browsers drop tabs, newlines
+    ):
         return "/"
     return path

@@ -1,0 +1,237 @@
+"""Accounts: sign-up, sign-in, token refresh and sign-out."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.audit import service as audit
+from atelier.core.clock import Clock
+from atelier.core.context import RequestInfo
+from atelier.core.db import transaction
+from atelier.core.errors import Conflict, Forbidden, Unauthorized
+from atelier.core.ids import new_id
+from atelier.identity import passwords, tokens
+from atelier.identity.models import Membership, Organization, RefreshToken, User
+from atelier.plans import service as plans_service
+from atelier.settings import AuthSettings
+
+LOGIN_FAILED = "Incorrect email or password"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    access_expires_at: datetime
+    refresh_token: str
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    locale: str,
+    auth: AuthSettings,
+    info: RequestInfo,
+    clock: Clock,
+) -> User:
+    """Create an account and its personal organization, where the new user is owner."""
+    if auth.registration != "open":
+        raise Forbidden("Sign-up is closed on this server; ask an administrator for an invitation")
+    email = email.strip().lower()
+    passwords.check_strength(
+        password,
+        min_length=auth.password_min_length,
+        min_score=auth.password_min_strength,
+        user_inputs=[email, email.split("@")[0], display_name],
+    )
+    async with transaction(session):
+        if await find_user_by_email(session, email) is not None:
+            raise Conflict("An account with this email already exists", field="email")
+        user = User(
+            email=email,
+            display_name=display_name,
+            locale=locale,
+            password_hash=passwords.hash_password(password),
+        )
+        session.add(user)
+        await session.flush()
+        org = await create_personal_org(session, user, auth=auth, clock=clock)
+        await audit.record(
+            session,
+            "user.registered",
+            info=info,
+            org_id=org.id,
+            user_id=user.id,
+            target=("user", user.id),
+        )
+    return user
+
+
+async def create_personal_org(
+    session: AsyncSession, user: User, *, auth: AuthSettings, clock: Clock
+) -> Organization:
+    plan = await plans_service.get_plan(session, auth.default_plan)
+    trial_ends = clock.now() + timedelta(days=plan.trial_days) if plan.trial_days else None
+    org = Organization(
+        name=f"{user.display_name}'s workspace"[:100],
+        plan_id=plan.id,
+        is_personal=True,
+        trial_ends_at=trial_ends,
+    )
+    session.add(org)
+    await session.flush()
+    session.add(Membership(org_id=org.id, user_id=user.id, role="owner"))
+    return org
+
+
+async def sign_in(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    config: tokens.TokenConfig,
+    info: RequestInfo,
+    clock: Clock,
+) -> TokenPair:
+    """Check the password and start a token family. The error never says which part failed."""
+    async with transaction(session):
+        user = await find_user_by_email(session, email)
+        matches, new_hash = passwords.verify(password, user.password_hash if user else None)
+        if user is None or not matches or not user.is_active:
+            await audit.record(
+                session,
+                "auth.sign_in",
+                outcome="failure",
+                info=info,
+                user_id=user.id if user else None,
+                details={
+                    "email": email.strip().lower()[:254],
+                    "reason": "inactive" if user and matches else "bad_credentials",
+                },
+            )
+            pair = None
+        else:
+            if new_hash:  # stored with older Argon2 parameters
+                user.password_hash = new_hash
+            user.last_login_at = clock.now()
+            pair = await _issue(
+                session, user.id, family_id=new_id("fam"), config=config, clock=clock
+            )
+            await audit.record(
+                session, "auth.sign_in", info=info, user_id=user.id, target=("user", user.id)
+            )
+    if pair is None:
+        raise Unauthorized(LOGIN_FAILED)
+    return pair
+
+
+async def refresh(
+    session: AsyncSession,
+    refresh_token: str,
+    *,
+    config: tokens.TokenConfig,
+    info: RequestInfo,
+    clock: Clock,
+) -> TokenPair:
+    """Trade a refresh token for a new pair. A token used twice revokes its whole family."""
+    now = clock.now()
+    async with transaction(session):
+        row = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == tokens.hash_token(refresh_token))
+        )
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            problem = "unknown" if row is None else "revoked or expired"
+            pair = None
+        else:
+            # Conditional update: of two concurrent uses, exactly one wins.
+            claimed = await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            if claimed.rowcount == 1:
+                user = await session.get(User, row.user_id)
+                if user is None or not user.is_active:
+                    problem, pair = "inactive account", None
+                else:
+                    pair = await _issue(
+                        session, row.user_id, family_id=row.family_id, config=config, clock=clock
+                    )
+            else:
+                await _revoke_family(session, row.family_id, now=now)
+                await audit.record(
+                    session,
+                    "auth.refresh_reuse",
+                    outcome="failure",
+                    info=info,
+                    user_id=row.user_id,
+                    target=("token_family", row.family_id),
+                )
+                problem, pair = "already used: every session of this sign-in is now ended", None
+    if pair is None:
+        raise Unauthorized(f"The refresh token is not valid ({problem})")
+    return pair
+
+
+async def sign_out(
+    session: AsyncSession, refresh_token: str, *, info: RequestInfo, clock: Clock
+) -> None:
+    """End the sign-in the refresh token belongs to. Unknown tokens are ignored (idempotent)."""
+    async with transaction(session):
+        row = await session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == tokens.hash_token(refresh_token))
+        )
+        if row is not None:
+            await _revoke_family(session, row.family_id, now=clock.now())
+            await audit.record(
+                session,
+                "auth.sign_out",
+                info=info,
+                user_id=row.user_id,
+                target=("token_family", row.family_id),
+            )
+
+
+async def _issue(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    family_id: str,
+    config: tokens.TokenConfig,
+    clock: Clock,
+) -> TokenPair:
+    now = clock.now()
+    access, expires = tokens.issue_access_token(
+        config.keys[0],
+        user_id=user_id,
+        issuer=config.issuer,
+        now=now,
+        lifetime=config.access_lifetime,
+    )
+    refresh_token, token_hash = tokens.new_refresh_token()
+    session.add(
+        RefreshToken(
+            user_id=user_id,
+            family_id=family_id,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + config.refresh_lifetime,
+        )
+    )
+    return TokenPair(access, expires, refresh_token)
+
+
+async def _revoke_family(session: AsyncSession, family_id: str, *, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )

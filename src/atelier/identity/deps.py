@@ -1,0 +1,67 @@
+"""FastAPI dependencies that resolve the caller: `CurrentPrincipal` (organization from the
+`X-Atelier-Org` header, else the caller's first) and `OrgPrincipal` (organization from the
+`{org_id}` of the path)."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from atelier.core.deps import AppClock, DbSession
+from atelier.core.errors import Unauthorized
+from atelier.core.principal import Principal
+from atelier.identity import principals
+from atelier.identity.tokens import TokenConfig
+
+TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a password
+_bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
+
+Credential = Annotated[str | None, Depends(_bearer)]
+OrgHeader = Annotated[
+    str | None,
+    Header(alias="X-Atelier-Org", max_length=40, description="Organization to act in."),
+]
+
+
+def _token_config(request: Request) -> TokenConfig:
+    return request.app.state.tokens
+
+
+Tokens = Annotated[TokenConfig, Depends(_token_config)]
+
+
+def _require(credential: str | None) -> str:
+    if not credential:
+        raise Unauthorized(
+            "Sign in, or send an API key: `Authorization: Bearer <token or key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return credential
+
+
+async def _current(
+    session: DbSession,
+    credential: Credential,
+    config: Tokens,
+    clock: AppClock,
+    org_id: OrgHeader = None,
+) -> Principal:
+    return await principals.resolve(
+        session, _require(credential), org_id=org_id, config=config, clock=clock
+    )
+
+
+async def _for_org(
+    session: DbSession,
+    credential: Credential,
+    config: Tokens,
+    clock: AppClock,
+    org_id: Annotated[str, Path(max_length=40)],
+) -> Principal:
+    return await principals.resolve(
+        session, _require(credential), org_id=org_id, config=config, clock=clock
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current)]
+OrgPrincipal = Annotated[Principal, Depends(_for_org)]

@@ -1,0 +1,48 @@
+"""Turn a bearer credential into a Principal acting in one organization."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.core.clock import Clock
+from atelier.core.errors import NotFound, Unauthorized
+from atelier.core.principal import ROLE_SCOPES, Principal
+from atelier.identity import api_keys, tokens
+from atelier.identity.models import Membership, User
+from atelier.identity.orgs import memberships_of
+
+
+async def resolve(
+    session: AsyncSession,
+    credential: str,
+    *,
+    org_id: str | None,
+    config: tokens.TokenConfig,
+    clock: Clock,
+) -> Principal:
+    """A user (access token) in `org_id`, or their first organization; or an API key in its
+    own. An organization the caller does not belong to is NotFound, as if it did not exist."""
+    if api_keys.looks_like_key(credential):
+        principal = await api_keys.authenticate(session, credential, clock=clock)
+        if org_id is not None and org_id != principal.org_id:
+            raise NotFound(f"No organization {org_id}")
+        return principal
+    claims = tokens.read_access_token(credential, config.keys, issuer=config.issuer)
+    user = await session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("This account no longer exists or is disabled")
+    if org_id is None:
+        memberships = await memberships_of(session, user.id)
+        if not memberships:
+            raise NotFound("You belong to no organization")
+        org_id, role = memberships[0].org_id, memberships[0].role
+    else:
+        membership = await session.get(Membership, (org_id, user.id))
+        if membership is None:
+            raise NotFound(f"No organization {org_id}")
+        role = membership.role
+    return Principal(
+        org_id=org_id,
+        role=role,
+        user_id=user.id,
+        scopes=ROLE_SCOPES[role],
+        is_superadmin=user.is_superadmin,
+    )
