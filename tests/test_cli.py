@@ -160,3 +160,24 @@ def test_migrating_to_an_unknown_revision_is_refused(tmp_path, fresh_env):
     result = run_cli("migrate", "downgrade", "nonesuch", env=fresh_env, cwd=tmp_path)
     assert result.returncode == 1
     assert "Migration refused: Can't locate revision identified by 'nonesuch'" in result.stderr
+
+
+def test_admin_create_user_makes_a_superadmin_once(tmp_path, fresh_env):
+    assert run_cli("migrate", "upgrade", env=fresh_env, cwd=tmp_path).returncode == 0
+    env = {**fresh_env, "ATELIER_ADMIN_PASSWORD": "a long operator passphrase 77"}
+    created = run_cli(
+        "admin", "create-user", "--email", "Op@Example.com", "--superadmin", env=env, cwd=tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    assert re.match(r"Created superadmin op@example.com \(usr_\w+\)\.", created.stdout)
+    again = run_cli("admin", "create-user", "--email", "op@example.com", env=env, cwd=tmp_path)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+
+def test_admin_create_user_refuses_a_weak_password(tmp_path, fresh_env):
+    assert run_cli("migrate", "upgrade", env=fresh_env, cwd=tmp_path).returncode == 0
+    env = {**fresh_env, "ATELIER_ADMIN_PASSWORD": "short"}
+    result = run_cli("admin", "create-user", "--email", "op@example.com", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Use at least 10 characters" in result.stderr

@@ -25,7 +25,11 @@ from atelier import __version__
 from atelier.app import create_app
 from atelier.core import logging as core_logging
 from atelier.core import metrics
-from atelier.core.db import create_engine
+from atelier.core.clock import SystemClock
+from atelier.core.context import NO_REQUEST
+from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.errors import AtelierError
+from atelier.identity import accounts
 from atelier.ops import migrations
 from atelier.ops.checks import Check, diagnose
 from atelier.settings import Settings, describe_error
@@ -40,8 +44,10 @@ app = typer.Typer(
 )
 migrate_app = typer.Typer(help="Apply or inspect database migrations.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+admin_app = typer.Typer(help="Operator tasks: accounts and organizations.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(config_app, name="config")
+app.add_typer(admin_app, name="admin")
 
 console = Console()
 errors = Console(stderr=True)
@@ -207,6 +213,47 @@ def _print_checks(checks: list[Check]) -> None:
         detail = "\n".join(check.problems) if check.problems else check.detail
         table.add_row(check.name, style[check.status], detail)
     console.print(table)
+
+
+ADMIN_PASSWORD_ENV = "ATELIER_ADMIN_PASSWORD"  # noqa: S105 - a variable name
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    email: Annotated[str, typer.Option(help="Sign-in email of the new account.")],
+    display_name: Annotated[str, typer.Option(help="Name shown to others.")] = "Administrator",
+    superadmin: Annotated[bool, typer.Option(help="Make a platform operator.")] = False,
+) -> None:
+    """Create an account (whatever the registration mode). The password comes from
+    $ATELIER_ADMIN_PASSWORD, or is asked for twice."""
+    settings = load_settings()
+    password = os.environ.get(ADMIN_PASSWORD_ENV) or typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+
+    async def create(engine: AsyncEngine) -> tuple[str, str]:
+        async with create_sessionmaker(engine)() as session:
+            user = await accounts.create_user(
+                session,
+                email=email,
+                password=password,
+                display_name=display_name,
+                is_superadmin=superadmin,
+                auth=settings.auth,
+                info=NO_REQUEST,
+                clock=SystemClock(),
+            )
+            return user.id, user.email
+
+    try:
+        user_id, stored_email = _with_engine(settings, create)
+    except AtelierError as exc:
+        errors.print(f"Not created: {exc.detail}", markup=False)
+        for item in exc.extra.get("errors", []):
+            errors.print(f"  • {item['detail']}", markup=False)
+        raise typer.Exit(1) from None
+    kind = "superadmin" if superadmin else "user"
+    console.print(f"Created {kind} {stored_email} ({user_id}).", markup=False)
 
 
 @config_app.command("show")

@@ -42,9 +42,34 @@ async def register(
     info: RequestInfo,
     clock: Clock,
 ) -> User:
-    """Create an account and its personal organization, where the new user is owner."""
+    """Self-service sign-up, when the server's registration mode is `open`."""
     if auth.registration != "open":
         raise Forbidden("Sign-up is closed on this server; ask an administrator for an invitation")
+    return await create_user(
+        session,
+        email=email,
+        password=password,
+        display_name=display_name,
+        locale=locale,
+        auth=auth,
+        info=info,
+        clock=clock,
+    )
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    locale: str = "en",
+    is_superadmin: bool = False,
+    auth: AuthSettings,
+    info: RequestInfo,
+    clock: Clock,
+) -> User:
+    """Create an account and its personal organization, where the new user is owner."""
     email = email.strip().lower()
     passwords.check_strength(
         password,
@@ -60,6 +85,7 @@ async def register(
             display_name=display_name,
             locale=locale,
             password_hash=passwords.hash_password(password),
+            is_superadmin=is_superadmin,
         )
         session.add(user)
         await session.flush()
@@ -71,6 +97,7 @@ async def register(
             org_id=org.id,
             user_id=user.id,
             target=("user", user.id),
+            details={"superadmin": is_superadmin},
         )
     return user
 
