@@ -23,6 +23,7 @@ from atelier.core.middleware import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from atelier.core.ratelimit import RateLimiter
 from atelier.identity import router as identity
 from atelier.identity.tokens import TokenConfig
 from atelier.ops import router as ops
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.renderer = renderer = Renderer(default_language=settings.default_language)
     app.state.clock = SystemClock()
+    app.state.limiter = RateLimiter(settings.redis_url)
     app.state.tokens = TokenConfig.from_settings(
         settings.secret_key.get_secret_value(),
         issuer=settings.auth.issuer,

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+from limits import parse as parse_limit
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     SecretStr,
@@ -172,6 +174,17 @@ class HttpSettings(BaseModel):
         return self
 
 
+def _rate_limit(value: str) -> str:
+    try:
+        parse_limit(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '20/day'") from None
+    return value
+
+
+RateLimitText = Annotated[str, AfterValidator(_rate_limit)]
+
+
 class AuthSettings(BaseModel):
     """Sign-up, passwords and tokens."""
 
@@ -191,6 +204,15 @@ class AuthSettings(BaseModel):
     password_min_length: int = Field(default=10, ge=8, description="Shortest password accepted.")
     password_min_strength: int = Field(
         default=2, ge=0, le=4, description="Lowest zxcvbn score (0-4) a password must reach."
+    )
+    attempts_per_ip: RateLimitText = Field(
+        default="30/minute",
+        description="Sign-in, sign-up and refresh calls allowed from one IP address.",
+    )
+    failures_before_lockout: RateLimitText = Field(
+        default="5/15 minutes",
+        description="Failed sign-ins on one account before it is locked until the window "
+        "passes; `20/day` more lock it for a day.",
     )
 
 
@@ -230,6 +252,11 @@ class Settings(BaseSettings):
         default=None,
         description="Signs sessions, tokens and URLs. Required in production (32+ characters); "
         "generated into `<data_dir>/secret.key` in the embedded profile.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for shared state (rate limits now; jobs later), e.g. "
+        "`redis://127.0.0.1:6379/0`. Unset: kept in each process's memory.",
     )
     default_language: Literal["en", "fr"] | None = Field(
         default=None,

@@ -10,14 +10,17 @@ from atelier.audit import service as audit
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
-from atelier.core.errors import Conflict, Forbidden, Unauthorized
+from atelier.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from atelier.core.ids import new_id
+from atelier.core.ratelimit import RateLimiter
 from atelier.identity import passwords, tokens
 from atelier.identity.models import Membership, Organization, RefreshToken, User
 from atelier.plans import service as plans_service
 from atelier.settings import AuthSettings
 
 LOGIN_FAILED = "Incorrect email or password"
+# After the short lockout (settings), repeated failures lock an account for the day: backoff.
+DAILY_FAILURES = "20/day"
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,31 @@ async def sign_in(
     email: str,
     password: str,
     config: tokens.TokenConfig,
+    limiter: RateLimiter,
+    lockout: str,
     info: RequestInfo,
     clock: Clock,
 ) -> TokenPair:
-    """Check the password and start a token family. The error never says which part failed."""
+    """Check the password and start a token family. The error never says which part failed.
+
+    Failed attempts are counted per account: past `lockout` (e.g. 5 in 15 minutes), and past
+    20 in a day, the account refuses sign-ins (429) until the window passes, even with the
+    right password, so guessing gets nowhere.
+    """
+    account = email.strip().lower()[:254]
+    try:
+        for limit in (lockout, DAILY_FAILURES):
+            await limiter.check(limit, "sign-in-failures", account, what="failed sign-ins")
+    except TooManyRequests:
+        async with transaction(session):
+            await audit.record(
+                session,
+                "auth.sign_in",
+                outcome="failure",
+                info=info,
+                details={"email": account, "reason": "locked"},
+            )
+        raise
     async with transaction(session):
         user = await find_user_by_email(session, email)
         matches, new_hash = passwords.verify(password, user.password_hash if user else None)
@@ -156,6 +180,8 @@ async def sign_in(
                 session, "auth.sign_in", info=info, user_id=user.id, target=("user", user.id)
             )
     if pair is None:
+        for limit in (lockout, DAILY_FAILURES):
+            await limiter.hit(limit, "sign-in-failures", account)
         raise Unauthorized(LOGIN_FAILED)
     return pair
 

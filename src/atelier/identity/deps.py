@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from atelier.core.deps import AppClock, DbSession
+from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.errors import Unauthorized
 from atelier.core.principal import Principal
+from atelier.core.ratelimit import RateLimiter
 from atelier.identity import principals
 from atelier.identity.tokens import TokenConfig
 
@@ -65,3 +66,19 @@ async def _for_org(
 
 CurrentPrincipal = Annotated[Principal, Depends(_current)]
 OrgPrincipal = Annotated[Principal, Depends(_for_org)]
+
+
+def _limiter(request: Request) -> RateLimiter:
+    return request.app.state.limiter
+
+
+Limiter = Annotated[RateLimiter, Depends(_limiter)]
+
+
+async def _per_ip_auth_limit(request: Request, limiter: Limiter, info: ClientInfo) -> None:
+    """Sign-in, sign-up and refresh calls per client address."""
+    limit = request.app.state.settings.auth.attempts_per_ip
+    await limiter.hit_or_refuse(limit, "auth-ip", info.ip or "unknown", what="attempts")
+
+
+AuthAttemptLimit = Depends(_per_ip_auth_limit)

@@ -8,7 +8,13 @@ from fastapi.security import OAuth2PasswordRequestForm
 from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.routing import API_PREFIX, operation
 from atelier.identity import accounts, api_keys, orgs
-from atelier.identity.deps import CurrentPrincipal, OrgPrincipal, Tokens
+from atelier.identity.deps import (
+    AuthAttemptLimit,
+    CurrentPrincipal,
+    Limiter,
+    OrgPrincipal,
+    Tokens,
+)
 from atelier.identity.models import User
 from atelier.identity.schemas import (
     ApiKeyCreate,
@@ -28,7 +34,7 @@ from atelier.identity.schemas import (
     UserRead,
 )
 
-auth_router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+auth_router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], dependencies=[AuthAttemptLimit])
 me_router = APIRouter(prefix=f"{API_PREFIX}/me", tags=["auth"])
 orgs_router = APIRouter(prefix=f"{API_PREFIX}/orgs", tags=["organizations"])
 keys_router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["API keys"])
@@ -63,8 +69,10 @@ async def register(
 @auth_router.post("/token", **operation("token", "public"))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: DbSession,
     config: Tokens,
+    limiter: Limiter,
     info: ClientInfo,
     clock: AppClock,
 ) -> TokenRead:
@@ -74,6 +82,8 @@ async def token(
         email=form.username,
         password=form.password,
         config=config,
+        limiter=limiter,
+        lockout=request.app.state.settings.auth.failures_before_lockout,
         info=info,
         clock=clock,
     )
