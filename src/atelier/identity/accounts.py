@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.audit import service as audit
@@ -91,7 +92,10 @@ async def create_user(
             is_superadmin=is_superadmin,
         )
         session.add(user)
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError:  # the same email registered concurrently
+            raise Conflict("An account with this email already exists", field="email") from None
         org = await create_personal_org(session, user, auth=auth, clock=clock)
         await audit.record(
             session,
