@@ -216,6 +216,33 @@ class AuthSettings(BaseModel):
     )
 
 
+class OidcProviderSettings(BaseModel):
+    """One OpenID Connect provider (Keycloak, Auth0, Okta, Azure AD, Google...)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="Slug used in URLs.")
+    display_name: str = Field(max_length=64, description="Shown on the sign-in button.")
+    discovery_url: str = Field(description="`.../.well-known/openid-configuration`.")
+    client_id: str
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    allowed_domains: list[str] = Field(
+        default_factory=list, description="Email domains allowed to sign in; empty: any."
+    )
+    groups_claim: str | None = Field(
+        default=None, description="Claim holding the user's groups (e.g. `groups`)."
+    )
+    org_id: str | None = Field(
+        default=None, description="Organization that SSO users join, with a role mapped from "
+        "their groups; unset: only their personal organization.",
+    )
+    role_mapping: dict[str, Literal["viewer", "member", "admin", "owner"]] = Field(
+        default_factory=dict, description="Group name to role in `org_id`."
+    )
+    default_role: Literal["viewer", "member", "admin"] | None = Field(
+        default="member", description="Role in `org_id` when no group maps; unset: do not join."
+    )
+
+
 class LoggingSettings(BaseModel):
     """How logs are written."""
 
@@ -252,6 +279,14 @@ class Settings(BaseSettings):
         default=None,
         description="Signs sessions, tokens and URLs. Required in production (32+ characters); "
         "generated into `<data_dir>/secret.key` in the embedded profile.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public address of this Atelier (redirect URIs for single sign-on, links).",
+    )
+    oidc_providers: list[OidcProviderSettings] = Field(
+        default_factory=list,
+        description="Single sign-on providers, as a JSON list (see docs/identity.md).",
     )
     redis_url: str | None = Field(
         default=None,
