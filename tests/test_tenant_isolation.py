@@ -30,7 +30,17 @@ async def victim_ids(client, db_session, alice) -> dict[str, str]:
     member = await make_user(db_session, display_name="Victim member")
     await join(db_session, member, alice.org_id, "member")
     key = await client.post("/api/v1/api-keys", json={"name": "victim"}, headers=alice.headers)
-    return {"org_id": alice.org_id, "user_id": member.id, "key_id": key.json()["id"]}
+    invitation = await client.post(
+        f"/api/v1/orgs/{alice.org_id}/invitations",
+        json={"email": "invitee@example.com"},
+        headers=alice.headers,
+    )
+    return {
+        "org_id": alice.org_id,
+        "user_id": member.id,
+        "key_id": key.json()["id"],
+        "invitation_id": invitation.json()["id"],
+    }
 
 
 async def test_another_organization_gets_404_on_every_tenant_route(

@@ -205,6 +205,9 @@ class AuthSettings(BaseModel):
     password_min_strength: int = Field(
         default=2, ge=0, le=4, description="Lowest zxcvbn score (0-4) a password must reach."
     )
+    invitation_days: int = Field(
+        default=7, ge=1, le=90, description="How long an invitation link stays valid."
+    )
     attempts_per_ip: RateLimitText = Field(
         default="30/minute",
         description="Sign-in, sign-up and refresh calls allowed from one IP address.",
@@ -232,7 +235,8 @@ class OidcProviderSettings(BaseModel):
         default=None, description="Claim holding the user's groups (e.g. `groups`)."
     )
     org_id: str | None = Field(
-        default=None, description="Organization that SSO users join, with a role mapped from "
+        default=None,
+        description="Organization that SSO users join, with a role mapped from "
         "their groups; unset: only their personal organization.",
     )
     role_mapping: dict[str, Literal["viewer", "member", "admin", "owner"]] = Field(

@@ -14,7 +14,7 @@ from atelier.core.db import transaction
 from atelier.core.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from atelier.core.ids import new_id
 from atelier.core.ratelimit import RateLimiter
-from atelier.identity import passwords, tokens
+from atelier.identity import invitations, passwords, tokens
 from atelier.identity.models import Membership, Organization, RefreshToken, User
 from atelier.plans import service as plans_service
 from atelier.settings import AuthSettings
@@ -42,23 +42,35 @@ async def register(
     password: str,
     display_name: str,
     locale: str,
+    invitation: str | None = None,
     auth: AuthSettings,
     info: RequestInfo,
     clock: Clock,
 ) -> User:
-    """Self-service sign-up, when the server's registration mode is `open`."""
-    if auth.registration != "open":
-        raise Forbidden("Sign-up is closed on this server; ask an administrator for an invitation")
-    return await create_user(
-        session,
-        email=email,
-        password=password,
-        display_name=display_name,
-        locale=locale,
-        auth=auth,
-        info=info,
-        clock=clock,
-    )
+    """Self-service sign-up: open to anyone, or only with an invitation to this email address,
+    depending on the server's registration mode. An invitation given is accepted at once."""
+    if auth.registration == "closed":
+        raise Forbidden("Sign-up is closed on this server; ask an administrator for an account")
+    if auth.registration == "invite" and not invitation:
+        raise Forbidden("Sign-up on this server needs an invitation")
+    async with transaction(session):
+        if invitation:
+            pending = await invitations.find_valid(session, invitation, clock=clock)
+            if pending.email != email.strip().lower():
+                raise Forbidden("This invitation was sent to another email address")
+        user = await create_user(
+            session,
+            email=email,
+            password=password,
+            display_name=display_name,
+            locale=locale,
+            auth=auth,
+            info=info,
+            clock=clock,
+        )
+        if invitation:
+            await invitations.accept_as(session, user.id, invitation, info=info, clock=clock)
+    return user
 
 
 async def create_user(

@@ -124,20 +124,11 @@ async def add_member(
     role: Role,
     info: RequestInfo,
 ) -> Membership:
-    """Add an existing user (an accepted invitation) within the plan's member limit."""
+    """An admin adds an existing user, within the plan's member limit."""
     principal.require_role("admin")
-    _require_may_grant(principal, role)
+    require_may_grant(principal, role)
     async with transaction(session):
-        org = await get_org(session, principal)
-        if await session.get(Membership, (org.id, user_id)) is not None:
-            raise Conflict("This user is already a member")
-        count = await session.scalar(
-            select(func.count()).select_from(Membership).where(Membership.org_id == org.id)
-        )
-        plan = await plans_service.get_plan(session, org.plan_id)
-        plans_service.check_gauge(plan, "members", current=count or 0)
-        membership = Membership(org_id=org.id, user_id=user_id, role=role)
-        session.add(membership)
+        membership = await join_org(session, principal.org_id, user_id, role)
         await audit.record(
             session,
             "member.added",
@@ -147,6 +138,30 @@ async def add_member(
             details={"role": role},
         )
     return membership
+
+
+async def join_org(session: AsyncSession, org_id: str, user_id: str, role: Role) -> Membership:
+    """Add a membership inside the caller's unit of work: 409 if already a member, 402 past the
+    plan's member limit."""
+    org = await session.get(Organization, org_id)
+    if org is None:
+        raise NotFound(f"No organization {org_id}")
+    if await session.get(Membership, (org.id, user_id)) is not None:
+        raise Conflict("This user is already a member")
+    count = await session.scalar(
+        select(func.count()).select_from(Membership).where(Membership.org_id == org.id)
+    )
+    plan = await plans_service.get_plan(session, org.plan_id)
+    plans_service.check_gauge(plan, "members", current=count or 0)
+    membership = Membership(org_id=org.id, user_id=user_id, role=role)
+    session.add(membership)
+    return membership
+
+
+def require_may_grant(principal: Principal, role: Role) -> None:
+    """Only owners grant, change or remove the owner role."""
+    if role == "owner" and not role_at_least(principal.role, "owner"):
+        raise Forbidden("Only an owner can grant, change or remove the owner role")
 
 
 async def change_role(
@@ -160,8 +175,8 @@ async def change_role(
     principal.require_role("admin")
     async with transaction(session):
         membership = await _membership(session, principal, user_id)
-        _require_may_grant(principal, membership.role)  # may touch this member at all
-        _require_may_grant(principal, role)
+        require_may_grant(principal, membership.role)  # may touch this member at all
+        require_may_grant(principal, role)
         if membership.role == "owner" and role != "owner":
             await _require_another_owner(session, principal.org_id, user_id)
         old = membership.role
@@ -187,7 +202,7 @@ async def remove_member(
     async with transaction(session):
         membership = await _membership(session, principal, user_id)
         if not leaving:
-            _require_may_grant(principal, membership.role)
+            require_may_grant(principal, membership.role)
         if membership.role == "owner":
             await _require_another_owner(session, principal.org_id, user_id)
         await session.delete(membership)
@@ -216,12 +231,6 @@ async def _membership(session: AsyncSession, principal: Principal, user_id: str)
     if membership is None:
         raise NotFound(f"No member {user_id} in this organization")
     return membership
-
-
-def _require_may_grant(principal: Principal, role: Role) -> None:
-    """Only owners grant, change or remove the owner role."""
-    if role == "owner" and not role_at_least(principal.role, "owner"):
-        raise Forbidden("Only an owner can grant, change or remove the owner role")
 
 
 async def _require_another_owner(session: AsyncSession, org_id: str, user_id: str) -> None:

@@ -1,5 +1,6 @@
 """HTTP layer of identity: auth, /me, organizations and members, API keys."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -7,7 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.routing import API_PREFIX, operation
-from atelier.identity import accounts, api_keys, orgs
+from atelier.identity import accounts, api_keys, invitations, orgs
 from atelier.identity.deps import (
     AuthAttemptLimit,
     CurrentPrincipal,
@@ -20,6 +21,10 @@ from atelier.identity.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationRead,
     MemberRead,
     MembershipRead,
     MemberUpdate,
@@ -38,7 +43,8 @@ auth_router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], dependencies
 me_router = APIRouter(prefix=f"{API_PREFIX}/me", tags=["auth"])
 orgs_router = APIRouter(prefix=f"{API_PREFIX}/orgs", tags=["organizations"])
 keys_router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["API keys"])
-ROUTERS = (auth_router, me_router, orgs_router, keys_router)
+invitations_router = APIRouter(prefix=f"{API_PREFIX}/invitations", tags=["organizations"])
+ROUTERS = (auth_router, me_router, orgs_router, keys_router, invitations_router)
 
 
 def _token_read(pair: accounts.TokenPair, clock: AppClock) -> TokenRead:
@@ -60,6 +66,7 @@ async def register(
         password=body.password,
         display_name=body.display_name,
         locale=body.locale,
+        invitation=body.invitation,
         auth=request.app.state.settings.auth,
         info=info,
         clock=clock,
@@ -228,3 +235,66 @@ async def revoke_key(
 ) -> Response:
     await api_keys.revoke_key(session, principal, key_id, info=info, clock=clock)
     return Response(status_code=204)
+
+
+@orgs_router.post("/{org_id}/invitations", status_code=201, **operation("invitation", "create"))
+async def invite(
+    body: InvitationCreate,
+    principal: OrgPrincipal,
+    request: Request,
+    session: DbSession,
+    info: ClientInfo,
+    clock: AppClock,
+) -> InvitationCreated:
+    settings = request.app.state.settings
+    invitation, link = await invitations.invite(
+        session,
+        principal,
+        email=body.email,
+        role=body.role,
+        valid_for=timedelta(days=settings.auth.invitation_days),
+        base_url=settings.base_url,
+        info=info,
+        clock=clock,
+    )
+    return InvitationCreated(**InvitationRead.model_validate(invitation).model_dump(), link=link)
+
+
+@orgs_router.get(
+    "/{org_id}/invitations",
+    response_model=list[InvitationRead],
+    **operation("invitation", "read"),
+)
+async def list_invitations(principal: OrgPrincipal, session: DbSession, clock: AppClock):
+    """Pending invitations (admins)."""
+    return await invitations.list_pending(session, principal, clock=clock)
+
+
+@orgs_router.delete(
+    "/{org_id}/invitations/{invitation_id}",
+    status_code=204,
+    **operation("invitation", "delete"),
+)
+async def revoke_invitation(
+    invitation_id: str,
+    principal: OrgPrincipal,
+    session: DbSession,
+    info: ClientInfo,
+    clock: AppClock,
+) -> Response:
+    await invitations.revoke(session, principal, invitation_id, info=info, clock=clock)
+    return Response(status_code=204)
+
+
+@invitations_router.post("/accept", **operation("invitation", "update"))
+async def accept_invitation(
+    body: InvitationAccept,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    info: ClientInfo,
+    clock: AppClock,
+) -> MembershipRead:
+    """Join the organization an invitation (sent to your email address) is for."""
+    membership = await invitations.accept(session, principal, body.token, info=info, clock=clock)
+    mine = await orgs.memberships_of(session, membership.user_id)
+    return next(MembershipRead(**vars(m)) for m in mine if m.org_id == membership.org_id)

@@ -29,6 +29,9 @@ class UserCreate(BaseModel):
     password: Password
     display_name: Name
     locale: Locale = "en"
+    invitation: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        default=None, description="Invitation token (required when sign-up is by invitation)."
+    )
 
 
 class UserRead(BaseModel):
@@ -139,3 +142,27 @@ class UsageRead(BaseModel):
     plan_id: str
     period: str
     meters: list[MeterUsageRead]
+
+
+class InvitationCreate(BaseModel):
+    email: EmailStr
+    role: Role = "member"
+
+
+class InvitationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    role: Role
+    invited_by: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class InvitationCreated(InvitationRead):
+    link: str = Field(description="The invitation link, to pass on to the invitee.")
+
+
+class InvitationAccept(BaseModel):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=100)]

@@ -8,17 +8,25 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from atelier import tables
-from atelier.core.db import create_engine
+from atelier.core.db import UTCDateTime, create_engine
 from atelier.settings import Settings
 
 config = context.config
 target_metadata = tables.metadata
 
 
+def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    """Write our column types as plain SQLAlchemy ones, so revisions never import app code."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        render_item=_render_item,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=True,
