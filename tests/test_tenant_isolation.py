@@ -40,6 +40,7 @@ async def victim_ids(client, db_session, alice) -> dict[str, str]:
         "user_id": member.id,
         "key_id": key.json()["id"],
         "invitation_id": invitation.json()["id"],
+        "plan_id": "trial",
     }
 
 

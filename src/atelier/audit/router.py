@@ -30,5 +30,12 @@ async def list_events(
     until: datetime | None = None,
 ):
     """Newest first, for admins of the organization."""
-    filters = service.EventFilter(action, actor_user_id, target_id, outcome, since, until)
+    filters = service.EventFilter(
+        action=action,
+        actor_user_id=actor_user_id,
+        target_id=target_id,
+        outcome=outcome,
+        since=since,
+        until=until,
+    )
     return await service.list_events(session, principal, page, filters)

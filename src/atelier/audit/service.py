@@ -49,6 +49,7 @@ async def record(
 @dataclass(frozen=True)
 class EventFilter:
     action: str | None = None
+    org_id: str | None = None
     actor_user_id: str | None = None
     target_id: str | None = None
     outcome: str | None = None
@@ -73,6 +74,8 @@ async def list_events(
         statement = select(AuditEvent).where(AuditEvent.org_id == principal.org_id)
     if filters.action:
         statement = statement.where(AuditEvent.action == filters.action)
+    if filters.org_id:
+        statement = statement.where(AuditEvent.org_id == filters.org_id)
     if filters.actor_user_id:
         statement = statement.where(AuditEvent.actor_user_id == filters.actor_user_id)
     if filters.target_id:

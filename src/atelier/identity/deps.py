@@ -45,10 +45,10 @@ async def _current(
     credential: Credential,
     config: Tokens,
     clock: AppClock,
-    org_id: OrgHeader = None,
+    header_org: OrgHeader = None,
 ) -> Principal:
     return await principals.resolve(
-        session, _require(credential), org_id=org_id, config=config, clock=clock
+        session, _require(credential), org_id=header_org, config=config, clock=clock
     )
 
 
@@ -82,3 +82,12 @@ async def _per_ip_auth_limit(request: Request, limiter: Limiter, info: ClientInf
 
 
 AuthAttemptLimit = Depends(_per_ip_auth_limit)
+
+
+async def _superadmin(principal: CurrentPrincipal) -> Principal:
+    """A platform operator, checked before the request body is even validated."""
+    principal.require_superadmin()
+    return principal
+
+
+Superadmin = Annotated[Principal, Depends(_superadmin)]

@@ -166,3 +166,18 @@ class InvitationCreated(InvitationRead):
 
 class InvitationAccept(BaseModel):
     token: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class AdminUserRead(UserRead):
+    is_active: bool
+
+
+class AdminUserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    is_active: bool | None = None
+    is_superadmin: bool | None = None
+
+
+class OrgPlanUpdate(BaseModel):
+    plan_id: Annotated[str, StringConstraints(min_length=1, max_length=32)]
