@@ -84,3 +84,25 @@ async def test_auth_calls_are_limited_per_address(client):
     refused = await client.post("/api/v1/auth/refresh", json={"refresh_token": "rt_nope"})
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_api_requests_are_limited_per_key_and_per_user_by_the_plan(client, db_session, alice):
+    from atelier.plans.models import Plan
+
+    plan = await db_session.get(Plan, "trial")
+    plan.api_requests_per_minute = 3
+    await db_session.commit()
+    keys = []
+    for name in ("one", "two"):
+        created = await client.post("/api/v1/api-keys", json={"name": name}, headers=alice.headers)
+        assert created.status_code == 201
+        keys.append({"Authorization": f"Bearer {created.json()['key']}"})
+    # Alice used 2 of her 3 creating the keys; the keys have their own counts.
+    assert (await client.get("/api/v1/me", headers=alice.headers)).status_code == 200
+    refused = await client.get("/api/v1/me", headers=alice.headers)
+    assert refused.status_code == 429
+    assert refused.json()["limit"] == "3 per 1 minute"
+    for _ in range(3):
+        assert (await client.get("/api/v1/me", headers=keys[0])).status_code == 200
+    assert (await client.get("/api/v1/me", headers=keys[0])).status_code == 429
+    assert (await client.get("/api/v1/me", headers=keys[1])).status_code == 200

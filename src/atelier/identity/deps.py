@@ -11,7 +11,7 @@ from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.errors import Unauthorized
 from atelier.core.principal import Principal
 from atelier.core.ratelimit import RateLimiter
-from atelier.identity import principals
+from atelier.identity import orgs, principals
 from atelier.identity.tokens import TokenConfig
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a password
@@ -41,27 +41,42 @@ def _require(credential: str | None) -> str:
 
 
 async def _current(
+    request: Request,
     session: DbSession,
     credential: Credential,
     config: Tokens,
     clock: AppClock,
     header_org: OrgHeader = None,
 ) -> Principal:
-    return await principals.resolve(
+    principal = await principals.resolve(
         session, _require(credential), org_id=header_org, config=config, clock=clock
     )
+    await _plan_rate_limit(request, session, principal)
+    return principal
 
 
 async def _for_org(
+    request: Request,
     session: DbSession,
     credential: Credential,
     config: Tokens,
     clock: AppClock,
     org_id: Annotated[str, Path(max_length=40)],
 ) -> Principal:
-    return await principals.resolve(
+    principal = await principals.resolve(
         session, _require(credential), org_id=org_id, config=config, clock=clock
     )
+    await _plan_rate_limit(request, session, principal)
+    return principal
+
+
+async def _plan_rate_limit(request: Request, session: DbSession, principal: Principal) -> None:
+    """API requests per minute from the plan, counted per API key or per user."""
+    per_minute = await orgs.requests_per_minute(session, principal.org_id)
+    if per_minute is not None:
+        limiter: RateLimiter = request.app.state.limiter
+        caller = principal.api_key_id or f"user:{principal.user_id}"
+        await limiter.hit_or_refuse(f"{per_minute}/minute", "api", caller, what="API requests")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_current)]

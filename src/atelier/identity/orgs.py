@@ -14,6 +14,7 @@ from atelier.core.errors import Conflict, Forbidden, NotFound
 from atelier.core.principal import Principal, Role, role_at_least
 from atelier.identity.models import Membership, Organization, User
 from atelier.plans import service as plans_service
+from atelier.plans.models import Plan
 
 
 @dataclass(frozen=True)
@@ -245,3 +246,12 @@ async def _require_another_owner(session: AsyncSession, org_id: str, user_id: st
         raise Conflict(
             "An organization needs an owner: make someone else owner first (ownership transfer)"
         )
+
+
+async def requests_per_minute(session: AsyncSession, org_id: str) -> int | None:
+    """The API request limit of the organization's plan (None: unlimited)."""
+    return await session.scalar(
+        select(Plan.api_requests_per_minute)
+        .join(Organization, Organization.plan_id == Plan.id)
+        .where(Organization.id == org_id)
+    )
