@@ -21,6 +21,10 @@ from atelier.core.db import create_engine
 from atelier.ops import migrations
 from atelier.settings import DatabaseSettings, Settings
 from tests.identity.factories import make_user, personal_org_id, sign_in
+from tests.identity.oidc_fixtures import (  # noqa: F401 - fixtures: a real OpenID provider
+    fixture_oidc_provider,
+    fixture_oidc_provider_post,
+)
 
 TEST_SECRET = "t3st-only-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 

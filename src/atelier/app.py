@@ -4,6 +4,7 @@ sessions, the renderer, the middleware stack, the error handlers and the routers
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -24,7 +25,9 @@ from atelier.core.middleware import (
     TrustedHostMiddleware,
 )
 from atelier.core.ratelimit import RateLimiter
+from atelier.identity import admin_router, sso_router
 from atelier.identity import router as identity
+from atelier.identity.oidc import OidcClient
 from atelier.identity.tokens import TokenConfig
 from atelier.ops import router as ops
 from atelier.settings import Settings
@@ -46,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.oidc.http.aclose()
             await engine.dispose()
             metrics.mark_process_dead()
 
@@ -63,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.renderer = renderer = Renderer(default_language=settings.default_language)
     app.state.clock = SystemClock()
     app.state.limiter = RateLimiter(settings.redis_url)
+    app.state.oidc = OidcClient(httpx.AsyncClient(timeout=10.0, follow_redirects=False))
     app.state.tokens = TokenConfig.from_settings(
         settings.secret_key.get_secret_value(),
         issuer=settings.auth.issuer,
@@ -88,7 +93,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
 
     # Each router carries its full prefix (see core.routing).
-    for router in (ops.router, ops.api_router, *identity.ROUTERS, audit.router, web_router):
+    for router in (
+        ops.router,
+        ops.api_router,
+        *identity.ROUTERS,
+        sso_router.router,
+        admin_router.router,
+        audit.router,
+        web_router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)

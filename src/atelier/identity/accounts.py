@@ -189,7 +189,7 @@ async def sign_in(
             if new_hash:  # stored with older Argon2 parameters
                 user.password_hash = new_hash
             user.last_login_at = clock.now()
-            pair = await _issue(
+            pair = await issue_pair(
                 session, user.id, family_id=new_id("fam"), config=config, clock=clock
             )
             await audit.record(
@@ -231,7 +231,7 @@ async def refresh(
                 if user is None or not user.is_active:
                     problem, pair = "inactive account", None
                 else:
-                    pair = await _issue(
+                    pair = await issue_pair(
                         session, row.user_id, family_id=row.family_id, config=config, clock=clock
                     )
             else:
@@ -269,7 +269,7 @@ async def sign_out(
             )
 
 
-async def _issue(
+async def issue_pair(
     session: AsyncSession,
     user_id: str,
     *,

@@ -3,27 +3,21 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
-from atelier.audit import service as audit_service
-from atelier.audit.schemas import AuditEventRead
 from atelier.core.deps import AppClock, ClientInfo, DbSession
-from atelier.core.pagination import Page, PageParams
 from atelier.core.routing import API_PREFIX, operation
-from atelier.identity import accounts, admin, api_keys, invitations, orgs
+from atelier.identity import accounts, api_keys, invitations, orgs
 from atelier.identity.deps import (
     AuthAttemptLimit,
     CurrentPrincipal,
     Limiter,
     OrgPrincipal,
-    Superadmin,
     Tokens,
 )
 from atelier.identity.models import User
 from atelier.identity.schemas import (
-    AdminUserRead,
-    AdminUserUpdate,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
@@ -36,7 +30,6 @@ from atelier.identity.schemas import (
     MemberUpdate,
     MeRead,
     OrgCreate,
-    OrgPlanUpdate,
     OrgRead,
     OrgUpdate,
     RefreshRequest,
@@ -45,19 +38,16 @@ from atelier.identity.schemas import (
     UserCreate,
     UserRead,
 )
-from atelier.plans import service as plans_service
-from atelier.plans.schemas import PlanRead, PlanUpdate, UsageRowRead
 
 auth_router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], dependencies=[AuthAttemptLimit])
 me_router = APIRouter(prefix=f"{API_PREFIX}/me", tags=["auth"])
 orgs_router = APIRouter(prefix=f"{API_PREFIX}/orgs", tags=["organizations"])
 keys_router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["API keys"])
 invitations_router = APIRouter(prefix=f"{API_PREFIX}/invitations", tags=["organizations"])
-admin_router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
-ROUTERS = (auth_router, me_router, orgs_router, keys_router, invitations_router, admin_router)
+ROUTERS = (auth_router, me_router, orgs_router, keys_router, invitations_router)
 
 
-def _token_read(pair: accounts.TokenPair, clock: AppClock) -> TokenRead:
+def token_read(pair: accounts.TokenPair, clock: AppClock) -> TokenRead:
     seconds = int((pair.access_expires_at - clock.now()).total_seconds())
     return TokenRead(
         access_token=pair.access_token, expires_in=seconds, refresh_token=pair.refresh_token
@@ -104,7 +94,7 @@ async def token(
         info=info,
         clock=clock,
     )
-    return _token_read(pair, clock)
+    return token_read(pair, clock)
 
 
 @auth_router.post("/refresh", **operation("token", "public"))
@@ -114,7 +104,7 @@ async def refresh(
     pair = await accounts.refresh(
         session, body.refresh_token, config=config, info=info, clock=clock
     )
-    return _token_read(pair, clock)
+    return token_read(pair, clock)
 
 
 @auth_router.post("/logout", status_code=204, **operation("token", "public"))
@@ -308,93 +298,3 @@ async def accept_invitation(
     membership = await invitations.accept(session, principal, body.token, info=info, clock=clock)
     mine = await orgs.memberships_of(session, membership.user_id)
     return next(MembershipRead(**vars(m)) for m in mine if m.org_id == membership.org_id)
-
-
-# ---- platform operators (superadmins) -------------------------------------------------------
-
-
-@admin_router.get("/users", response_model=Page[AdminUserRead], **operation("user", "admin"))
-async def admin_list_users(
-    principal: Superadmin,
-    session: DbSession,
-    page: PageParams,
-    search: Annotated[str | None, Query(max_length=100)] = None,
-):
-    return await admin.list_users(session, principal, page, search=search)
-
-
-@admin_router.patch("/users/{user_id}", response_model=AdminUserRead, **operation("user", "admin"))
-async def admin_update_user(
-    user_id: str,
-    body: AdminUserUpdate,
-    principal: Superadmin,
-    session: DbSession,
-    info: ClientInfo,
-):
-    return await admin.update_user(
-        session,
-        principal,
-        user_id,
-        is_active=body.is_active,
-        is_superadmin=body.is_superadmin,
-        info=info,
-    )
-
-
-@admin_router.get("/orgs", response_model=Page[OrgRead], **operation("org", "admin"))
-async def admin_list_orgs(principal: Superadmin, session: DbSession, page: PageParams):
-    return await admin.list_orgs(session, principal, page)
-
-
-@admin_router.patch("/orgs/{org_id}", response_model=OrgRead, **operation("org", "admin"))
-async def admin_change_plan(
-    org_id: str,
-    body: OrgPlanUpdate,
-    principal: Superadmin,
-    session: DbSession,
-    info: ClientInfo,
-):
-    return await admin.change_plan(session, principal, org_id, plan_id=body.plan_id, info=info)
-
-
-@admin_router.get("/plans", response_model=list[PlanRead], **operation("plan", "admin"))
-async def admin_list_plans(principal: Superadmin, session: DbSession):
-    principal.require_superadmin()
-    return await plans_service.list_plans(session)
-
-
-@admin_router.put("/plans/{plan_id}", response_model=PlanRead, **operation("plan", "admin"))
-async def admin_update_plan(
-    plan_id: str,
-    body: PlanUpdate,
-    principal: Superadmin,
-    session: DbSession,
-    info: ClientInfo,
-):
-    changes = body.model_dump(exclude_unset=True)
-    return await admin.update_plan(session, principal, plan_id, changes, info=info)
-
-
-@admin_router.get("/usage", response_model=Page[UsageRowRead], **operation("usage", "admin"))
-async def admin_usage(
-    principal: Superadmin,
-    session: DbSession,
-    page: PageParams,
-    clock: AppClock,
-    period: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
-):
-    return await admin.usage_by_org(session, principal, page, clock=clock, period=period)
-
-
-@admin_router.get(
-    "/audit-events", response_model=Page[AuditEventRead], **operation("audit_event", "admin")
-)
-async def admin_audit_events(
-    principal: Superadmin,
-    session: DbSession,
-    page: PageParams,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    org_id: Annotated[str | None, Query(max_length=40)] = None,
-):
-    filters = audit_service.EventFilter(action=action, org_id=org_id)
-    return await audit_service.list_events(session, principal, page, filters, all_orgs=True)
