@@ -157,10 +157,13 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator:
     """Start `atelier <command>` on a free port and wait until /health answers."""
     started: list[LiveServer] = []
 
-    def start(*args: str, **env_extra: str) -> LiveServer:
+    def start(*args: str, database: str | None = None, **env_extra: str) -> LiveServer:
+        """`database`: the suite's database URL to share it; by default the server gets a
+        SQLite file of its own, so what it commits never leaks into other tests."""
         port = free_port()
         log_path = tmp_path / f"server-{port}.log"
-        env = cli_env(tmp_path, database_url, **env_extra)
+        url = database or f"sqlite+aiosqlite:///{tmp_path / f'live-{port}.db'}"
+        env = cli_env(tmp_path, url, **env_extra)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "atelier", *args, "--port", str(port)],

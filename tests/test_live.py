@@ -9,8 +9,8 @@ import pytest
 pytestmark = pytest.mark.live
 
 
-def test_up_migrates_and_serves_everything(start_server, tmp_path):
-    server = start_server("up")
+def test_up_migrates_and_serves_everything(start_server, tmp_path, database_url):
+    server = start_server("up", database=database_url)  # SQLite or PostgreSQL, as the suite
     assert (tmp_path / "blobs").is_dir()
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get("/health").json() == {"status": "ok"}

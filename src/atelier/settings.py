@@ -205,6 +205,9 @@ class AuthSettings(BaseModel):
     password_min_strength: int = Field(
         default=2, ge=0, le=4, description="Lowest zxcvbn score (0-4) a password must reach."
     )
+    web_session_days: int = Field(
+        default=14, ge=1, le=90, description="How long a web UI sign-in lasts."
+    )
     invitation_days: int = Field(
         default=7, ge=1, le=90, description="How long an invitation link stays valid."
     )

@@ -47,7 +47,10 @@ async def test_sign_up_creates_the_user_and_a_personal_organization(client, db_s
     ).json()
     assert org["plan_id"] == "trial"
     assert org["trial_ends_at"] is not None
-    assert [e.target_id for e in await events(db_session, "user.registered")] == [user["id"]]
+    registered = [
+        e for e in await events(db_session, "user.registered") if e.target_id == user["id"]
+    ]
+    assert len(registered) == 1
 
 
 async def test_an_email_is_one_account_whatever_its_case(client, db_session):
@@ -88,10 +91,11 @@ async def test_an_email_is_one_account_whatever_its_case(client, db_session):
     ],
 )
 async def test_bad_sign_ups_are_422_and_create_nothing(client, db_session, body, pointer):
+    before = len(await events(db_session, "user.registered"))
     response = await client.post(REGISTER, json=body)
     assert response.status_code == 422, response.text
     assert pointer in [e["pointer"] for e in response.json()["errors"]]
-    assert await events(db_session, "user.registered") == []
+    assert len(await events(db_session, "user.registered")) == before
 
 
 class TestClosedRegistration:
@@ -111,12 +115,15 @@ async def test_sign_in_failures_say_nothing_about_the_account(client, db_session
     wrong_password = await client.post(
         TOKEN_URL, data={"username": user.email, "password": "x" * 12}
     )
-    unknown_email = await client.post(
-        TOKEN_URL, data={"username": unique_email(), "password": "x" * 12}
-    )
+    stranger = unique_email()
+    unknown_email = await client.post(TOKEN_URL, data={"username": stranger, "password": "x" * 12})
     assert wrong_password.status_code == unknown_email.status_code == 401
     assert wrong_password.json()["detail"] == unknown_email.json()["detail"]
-    failures = await events(db_session, "auth.sign_in")
+    failures = [
+        e
+        for e in await events(db_session, "auth.sign_in")
+        if e.details.get("email") in (user.email, stranger)
+    ]
     assert [(e.outcome, e.actor_user_id) for e in failures] == [
         ("failure", user.id),
         ("failure", None),

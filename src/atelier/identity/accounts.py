@@ -1,7 +1,9 @@
 """Accounts: sign-up, sign-in, token refresh and sign-out."""
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +21,7 @@ from atelier.identity.models import Membership, Organization, RefreshToken, User
 from atelier.plans import service as plans_service
 from atelier.settings import AuthSettings
 
+T = TypeVar("T")
 LOGIN_FAILED = "Incorrect email or password"
 # After the short lockout (settings), repeated failures lock an account for the day: backoff.
 DAILY_FAILURES = "20/day"
@@ -149,7 +152,38 @@ async def sign_in(
     info: RequestInfo,
     clock: Clock,
 ) -> TokenPair:
-    """Check the password and start a token family. The error never says which part failed.
+    """Check the password and start a token family (API clients)."""
+
+    async def start(user: User) -> TokenPair:
+        return await issue_pair(
+            session, user.id, family_id=new_id("fam"), config=config, clock=clock
+        )
+
+    return await authenticate(
+        session,
+        email=email,
+        password=password,
+        limiter=limiter,
+        lockout=lockout,
+        info=info,
+        clock=clock,
+        start=start,
+    )
+
+
+async def authenticate(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    limiter: RateLimiter,
+    lockout: str,
+    info: RequestInfo,
+    clock: Clock,
+    start: Callable[[User], Awaitable[T]],
+) -> T:
+    """Check the password, then `start(user)` (a token family, a web session) in the same unit
+    of work. The error never says which part failed.
 
     Failed attempts are counted per account: past `lockout` (e.g. 5 in 15 minutes), and past
     20 in a day, the account refuses sign-ins (429) until the window passes, even with the
@@ -169,6 +203,7 @@ async def sign_in(
                 details={"email": account, "reason": "locked"},
             )
         raise
+    started: T | None = None
     async with transaction(session):
         user = await find_user_by_email(session, email)
         matches, new_hash = passwords.verify(password, user.password_hash if user else None)
@@ -180,26 +215,23 @@ async def sign_in(
                 info=info,
                 user_id=user.id if user else None,
                 details={
-                    "email": email.strip().lower()[:254],
+                    "email": account,
                     "reason": "inactive" if user and matches else "bad_credentials",
                 },
             )
-            pair = None
         else:
             if new_hash:  # stored with older Argon2 parameters
                 user.password_hash = new_hash
             user.last_login_at = clock.now()
-            pair = await issue_pair(
-                session, user.id, family_id=new_id("fam"), config=config, clock=clock
-            )
+            started = await start(user)
             await audit.record(
                 session, "auth.sign_in", info=info, user_id=user.id, target=("user", user.id)
             )
-    if pair is None:
+    if started is None:
         for limit in (lockout, DAILY_FAILURES):
             await limiter.hit(limit, "sign-in-failures", account)
         raise Unauthorized(LOGIN_FAILED)
-    return pair
+    return started
 
 
 async def refresh(

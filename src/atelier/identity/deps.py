@@ -4,15 +4,17 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, Response
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.errors import Unauthorized
 from atelier.core.principal import Principal
 from atelier.core.ratelimit import RateLimiter
-from atelier.identity import orgs, principals
+from atelier.identity import orgs, principals, web_sessions
 from atelier.identity.tokens import TokenConfig
+from atelier.identity.web_sessions import WebUser
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a path, not a password
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
@@ -106,3 +108,33 @@ async def _superadmin(principal: CurrentPrincipal) -> Principal:
 
 
 Superadmin = Annotated[Principal, Depends(_superadmin)]
+
+
+# ---- the web UI's session cookie ------------------------------------------------------------
+
+SESSION_COOKIE = "atelier_session"
+
+
+async def current_web_user(request: Request, session: AsyncSession) -> WebUser | None:
+    """Who is signed in to the web UI (None: nobody, or an ended session)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    return await web_sessions.resolve(session, token, clock=request.app.state.clock)
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    days = request.app.state.settings.auth.web_session_days
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=days * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")

@@ -2,6 +2,9 @@
 the provider's issuer and subject, linked by verified email, or created just in time), map the
 provider's groups to a role in the configured organization, and start a token family."""
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,12 +13,13 @@ from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
 from atelier.core.errors import Conflict, Unauthorized
-from atelier.core.ids import new_id
 from atelier.core.principal import ROLES, Role
-from atelier.identity import accounts, orgs, tokens
+from atelier.identity import accounts, orgs
 from atelier.identity.models import Membership, User, UserIdentity
 from atelier.identity.oidc import OidcIdentity
 from atelier.settings import AuthSettings, OidcProviderSettings
+
+T = TypeVar("T")
 
 
 def mapped_role(provider: OidcProviderSettings, groups: list[str]) -> Role | None:
@@ -32,10 +36,12 @@ async def sign_in(
     identity: OidcIdentity,
     *,
     auth: AuthSettings,
-    config: tokens.TokenConfig,
     info: RequestInfo,
     clock: Clock,
-) -> accounts.TokenPair:
+    start: Callable[[User], Awaitable[T]],
+) -> T:
+    """Find, link or create the user, then `start(user)` (a token family, a web session) in the
+    same unit of work."""
     now = clock.now()
     async with transaction(session):
         link = await session.scalar(
@@ -73,9 +79,7 @@ async def sign_in(
             user.last_login_at = now
             if provider.org_id:
                 await _apply_role(session, provider, user, identity, info=info)
-            pair = await accounts.issue_pair(
-                session, user.id, family_id=new_id("fam"), config=config, clock=clock
-            )
+            pair = await start(user)
             await audit.record(
                 session,
                 "auth.sso_sign_in",

@@ -18,6 +18,11 @@ COOKIE = "atelier_lang"
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 
+def N_(message: str) -> str:
+    """Mark a message for extraction; translate it later with `Renderer.gettext`."""
+    return message
+
+
 def load_translations(directory: Path = LOCALE_DIR) -> dict[str, gettext.NullTranslations]:
     """One translations object per language; English is the source language."""
     result: dict[str, gettext.NullTranslations] = {FALLBACK: gettext.NullTranslations()}

@@ -10,7 +10,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import Response
 
 from atelier import __version__
-from atelier.web import i18n
+from atelier.web import auth, i18n
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -28,7 +28,8 @@ class Renderer:
     def __init__(self, *, default_language: str | None) -> None:
         self.default_language = default_language
         self._templates: dict[str, Jinja2Templates] = {}
-        for lang, translations in i18n.load_translations().items():
+        self._translations = i18n.load_translations()
+        for lang, translations in self._translations.items():
             env = Environment(
                 loader=FileSystemLoader(TEMPLATE_DIR),
                 autoescape=select_autoescape(default=True),
@@ -45,6 +46,10 @@ class Renderer:
             accept_language=request.headers.get("accept-language", ""),
         )
 
+    def gettext(self, request: Request, message: str) -> str:
+        """`message` in the request's language (for text made outside templates)."""
+        return self._translations[self.language(request)].gettext(message)
+
     def render(
         self,
         request: Request,
@@ -55,6 +60,8 @@ class Renderer:
     ) -> Response:
         lang = self.language(request)
         full = {
+            "csrf_token": auth.csrf_token(request),
+            "csrf_field": auth.CSRF_FIELD,
             "lang": lang,
             "languages": i18n.LANGUAGES,
             "version": __version__,
@@ -64,6 +71,7 @@ class Renderer:
         response = self._templates[lang].TemplateResponse(
             request, name, full, status_code=status_code
         )
+        auth.remember_csrf_cookie(request, response)
         response.headers["Content-Language"] = lang
         response.headers["Vary"] = "Accept-Language, Cookie"
         return response
