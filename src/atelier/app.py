@@ -31,6 +31,7 @@ from atelier.identity.oidc import OidcClient
 from atelier.identity.tokens import TokenConfig
 from atelier.ops import router as ops
 from atelier.settings import Settings
+from atelier.web import account as web_account
 from atelier.web.rendering import STATIC_DIR, Renderer
 from atelier.web.router import router as web_router
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         admin_router.router,
         audit.router,
         web_router,
+        web_account.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

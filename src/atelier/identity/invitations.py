@@ -20,7 +20,7 @@ from atelier.core.errors import Conflict, Forbidden, NotFound
 from atelier.core.principal import Principal, Role
 from atelier.core.tenancy import get_owned, org_select
 from atelier.identity import orgs
-from atelier.identity.models import Invitation, Membership, User
+from atelier.identity.models import Invitation, Membership, Organization, User
 from atelier.identity.tokens import hash_token
 
 log = structlog.get_logger(__name__)
@@ -141,6 +141,13 @@ async def find_valid(session: AsyncSession, token: str, *, clock: Clock) -> Invi
     if invitation.expires_at <= clock.now():
         raise InvitationExpired("This invitation has expired: ask for a new one")
     return invitation
+
+
+async def describe(session: AsyncSession, token: str, *, clock: Clock) -> tuple[Invitation, str]:
+    """A valid invitation and the name of its organization, for the page behind the link."""
+    invitation = await find_valid(session, token, clock=clock)
+    org = await session.get(Organization, invitation.org_id)
+    return invitation, org.name if org else ""
 
 
 async def accept(

@@ -59,9 +59,15 @@ async def status_fragment(request: Request) -> Response:
     return request.app.state.renderer.render(request, "fragments/status.html", {"checks": checks})
 
 
+NextPath = Annotated[str | None, Query(alias="next", max_length=2000)]
+NextField = Annotated[str | None, Form(alias="next", max_length=2000)]
+
+
 @router.get("/login")
-async def login_page(request: Request, session: DbSession) -> Response:
-    return await _page(request, session, "login.html", _login_context(request))
+async def login_page(request: Request, session: DbSession, next_path: NextPath = None) -> Response:
+    return await _page(
+        request, session, "login.html", _login_context(request, next=i18n.safe_next(next_path))
+    )
 
 
 def _login_context(request: Request, **extra) -> dict:
@@ -82,10 +88,12 @@ async def login(
     email: Text,
     password: Text,
     csrf: CsrfField = None,
+    next_path: NextField = None,
 ) -> Response:
     auth.verify_csrf(request, csrf)
     settings = request.app.state.settings
     lifetime = timedelta(days=settings.auth.web_session_days)
+    go_to = i18n.safe_next(next_path)
 
     async def start(user):
         return await web_sessions.start(session, user, lifetime=lifetime, clock=clock)
@@ -109,19 +117,19 @@ async def login(
             request,
             session,
             "login.html",
-            _login_context(request, error=message, email=email),
+            _login_context(request, error=message, email=email, next=go_to),
             status_code=exc.status,
         )
         response.headers.update(exc.headers)
         return response
-    response = _go("/")
+    response = _go(go_to)
     set_session_cookie(request, response, token)
     return response
 
 
 @router.get("/signup")
-async def signup_page(request: Request, session: DbSession) -> Response:
-    return await _page(request, session, "signup.html")
+async def signup_page(request: Request, session: DbSession, next_path: NextPath = None) -> Response:
+    return await _page(request, session, "signup.html", {"next": i18n.safe_next(next_path)})
 
 
 @router.post("/signup")
@@ -134,9 +142,11 @@ async def signup(
     password: Text,
     display_name: Annotated[str, Form(max_length=100)],
     csrf: CsrfField = None,
+    next_path: NextField = None,
 ) -> Response:
     auth.verify_csrf(request, csrf)
     settings = request.app.state.settings
+    go_to = i18n.safe_next(next_path)
     try:
         user = await accounts.register(
             session,
@@ -161,7 +171,7 @@ async def signup(
         token = await web_sessions.start(
             session, user, lifetime=timedelta(days=settings.auth.web_session_days), clock=clock
         )
-    response = _go("/")
+    response = _go(go_to)
     set_session_cookie(request, response, token)
     return response
 
