@@ -136,6 +136,26 @@ async def remove_member(
     return _go("/" if user_id == web_user.user.id else "/settings/members")
 
 
+@router.post("/settings/orgs")
+async def create_org(
+    request: Request, session: DbSession, info: ClientInfo, name: Name, csrf: CsrfField = None
+) -> Response:
+    """A new organization, owned by the user, who switches to it."""
+    auth.verify_csrf(request, csrf)
+    web_user = await current_web_user(request, session)
+    if web_user is None:
+        return _to_login("/settings/members")
+    org = await orgs.create_org(
+        session,
+        web_user.principal,
+        name=name.strip(),
+        plan_id=request.app.state.settings.auth.default_plan,
+        info=info,
+    )
+    await web_sessions.choose_org(session, web_user, org.id)
+    return _go("/settings/members")
+
+
 # ---- API keys ------------------------------------------------------------------------------
 
 
