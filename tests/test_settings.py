@@ -152,3 +152,10 @@ def test_processes_starting_together_agree_on_one_secret_key(tmp_path):
     assert len(keys) == 1
     assert (tmp_path / "secret.key").read_text() == keys.pop().decode()
     assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporary file left
+
+
+def test_optional_secrets_are_checked_only_when_set(tmp_path):
+    assert production(secret_key=STRONG, data_dir=tmp_path).smtp.password is None
+    with pytest.raises(ValidationError) as exc:
+        production(secret_key=STRONG, data_dir=tmp_path, smtp={"password": "changeme"})
+    assert problems_of(exc) == ["ATELIER_SMTP__PASSWORD is a known default value"]

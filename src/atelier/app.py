@@ -13,11 +13,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse
 
 from atelier import __version__
+from atelier.adapters.mail import LogMailer, SmtpMailer
 from atelier.audit import router as audit
 from atelier.core import logging as core_logging
 from atelier.core import metrics, problems
 from atelier.core.clock import SystemClock
 from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.mail import Mailer
 from atelier.core.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.renderer = renderer = Renderer(default_language=settings.default_language)
     app.state.clock = SystemClock()
     app.state.limiter = RateLimiter(settings.redis_url)
+    app.state.mailer = _mailer(settings)
     app.state.oidc = OidcClient(httpx.AsyncClient(timeout=10.0, follow_redirects=False))
     app.state.tokens = TokenConfig.from_settings(
         settings.secret_key.get_secret_value(),
@@ -108,6 +111,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)
     return app
+
+
+def _mailer(settings: Settings) -> Mailer:
+    smtp = settings.smtp
+    if not smtp.host:
+        return LogMailer()
+    return SmtpMailer(
+        host=smtp.host,
+        port=smtp.port,
+        sender=smtp.sender,
+        username=smtp.username,
+        password=smtp.password.get_secret_value() if smtp.password else None,
+        security=smtp.security,
+    )
 
 
 def _add_docs(app: FastAPI) -> None:

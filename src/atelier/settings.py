@@ -250,6 +250,19 @@ class OidcProviderSettings(BaseModel):
     )
 
 
+class SmtpSettings(BaseModel):
+    """Outgoing email (invitations). Unset host: messages are logged instead of sent."""
+
+    host: str | None = Field(default=None, description="SMTP server; unset: no email is sent.")
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="`starttls` (587), `tls` (465) or `none` (local relay)."
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(default="Atelier <atelier@localhost>", description="The From address.")
+
+
 class LoggingSettings(BaseModel):
     """How logs are written."""
 
@@ -310,6 +323,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -349,22 +363,27 @@ def _iter_secrets(model: BaseModel, path: tuple[str, ...] = ()):
             yield (*path, name), value
 
 
+# Secrets that must always be set in production; other secret fields are checked when set.
+REQUIRED_SECRETS = {("secret_key",)}
+
+
 def secret_problems(settings: Settings) -> list[str]:
     """Every secret that is missing, a known default or too short, named by its variable."""
     problems = []
     for path, value in _iter_secrets(settings):
         name = env_name(*path)
         if value is None or not value.get_secret_value():
-            problems.append(f"{name} is missing")
+            if path in REQUIRED_SECRETS:
+                problems.append(f"{name} is missing")
             continue
         text = value.get_secret_value()
         if text.strip().lower() in KNOWN_DEFAULT_SECRETS:
             problems.append(f"{name} is a known default value")
-        elif len(text) < MIN_SECRET_LENGTH:
+        elif path in REQUIRED_SECRETS and len(text) < MIN_SECRET_LENGTH:
             problems.append(
                 f"{name} is too short ({len(text)} characters, at least {MIN_SECRET_LENGTH})"
             )
-        elif len(set(text)) < 8:
+        elif path in REQUIRED_SECRETS and len(set(text)) < 8:
             problems.append(f"{name} is too repetitive (fewer than 8 distinct characters)")
     return problems
 

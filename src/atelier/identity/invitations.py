@@ -1,12 +1,13 @@
 """Invitations: an admin invites an email address with a role; whoever signs in with that
 address and holds the link joins the organization. Links expire and work once.
 
-No mail server is configured yet, so the link is logged and given back to the inviter, who
-passes it on; SMTP delivery slots in here when it arrives.
+The link is emailed through the configured mailer once the invitation is committed (SMTP, or
+the log when no mail server is set), and is also given back to the inviter.
 """
 
 import secrets
 from datetime import timedelta
+from functools import partial
 
 import structlog
 from sqlalchemy import select
@@ -15,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.audit import service as audit
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
-from atelier.core.db import transaction
+from atelier.core.db import on_commit, transaction
 from atelier.core.errors import Conflict, Forbidden, NotFound
+from atelier.core.mail import Mailer
 from atelier.core.principal import Principal, Role
 from atelier.core.tenancy import get_owned, org_select
 from atelier.identity import orgs
@@ -31,6 +33,14 @@ class InvitationExpired(Conflict):
     slug, title = "invitation-expired", "Invitation expired"
 
 
+def _invitation_text(org_name: str, role: str, link: str, valid_for: timedelta) -> str:
+    return (
+        f"You are invited to join {org_name} on Atelier as {role}.\n\n"
+        f"Open this link to accept (it works once, for {valid_for.days} days):\n{link}\n\n"
+        "Vous êtes invité à rejoindre cette organisation sur Atelier : ouvrez le lien ci-dessus.\n"
+    )
+
+
 def link_for(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/invitations/{token}"
 
@@ -43,10 +53,12 @@ async def invite(
     role: Role,
     valid_for: timedelta,
     base_url: str,
+    mailer: Mailer,
     info: RequestInfo,
     clock: Clock,
 ) -> tuple[Invitation, str]:
-    """The invitation and its link. A newer invitation replaces a pending one."""
+    """The invitation and its link, emailed once the invitation is committed. A newer
+    invitation replaces a pending one."""
     principal.require_role("admin")
     orgs.require_may_grant(principal, role)
     email = email.strip().lower()
@@ -87,7 +99,17 @@ async def invite(
             target=("invitation", invitation.id),
             details={"email": email, "role": role},
         )
-    link = link_for(base_url, token)
+        org = await session.get(Organization, principal.org_id)
+        link = link_for(base_url, token)
+        on_commit(
+            session,
+            partial(
+                mailer.send,
+                to=email,
+                subject=f"Invitation to join {org.name if org else 'an organization'} on Atelier",
+                text=_invitation_text(org.name if org else "", role, link, valid_for),
+            ),
+        )
     log.info("invitation_link", org_id=principal.org_id, email=email, link=link)
     return invitation, link
 

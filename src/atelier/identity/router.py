@@ -254,6 +254,7 @@ async def invite(
         role=body.role,
         valid_for=timedelta(days=settings.auth.invitation_days),
         base_url=settings.base_url,
+        mailer=request.app.state.mailer,
         info=info,
         clock=clock,
     )

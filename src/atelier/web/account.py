@@ -99,6 +99,7 @@ async def invite(
         role=role,
         valid_for=timedelta(days=settings.auth.invitation_days),
         base_url=settings.base_url,
+        mailer=request.app.state.mailer,
         info=info,
         clock=clock,
     )

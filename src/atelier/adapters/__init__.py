@@ -1,0 +1,1 @@
+"""Infrastructure behind small Protocols declared in `core`, chosen by settings."""
