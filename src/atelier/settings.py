@@ -137,6 +137,17 @@ class JobsSettings(BaseModel):
     )
 
 
+def _rate_limit(value: str) -> str:
+    try:
+        parse_limit(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '20/day'") from None
+    return value
+
+
+RateLimitText = Annotated[str, AfterValidator(_rate_limit)]
+
+
 class HttpSettings(BaseModel):
     """What the HTTP layer accepts and which headers it sends."""
 
@@ -157,6 +168,11 @@ class HttpSettings(BaseModel):
         description="Host names the server answers to (comma-separated, `*.example.com` allowed). "
         "Empty: any.",
     )
+    anonymous_requests_per_ip: RateLimitText = Field(
+        default="120/minute",
+        description="Calls to public API operations per client address (signed-in callers "
+        "count against their plan instead).",
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
         description="Proxies trusted to set X-Forwarded-Proto/For (uvicorn's setting).",
@@ -172,17 +188,6 @@ class HttpSettings(BaseModel):
                 "ATELIER_HTTP__CORS_ALLOW_CREDENTIALS is true: list the origins instead"
             )
         return self
-
-
-def _rate_limit(value: str) -> str:
-    try:
-        parse_limit(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '20/day'") from None
-    return value
-
-
-RateLimitText = Annotated[str, AfterValidator(_rate_limit)]
 
 
 class AuthSettings(BaseModel):

@@ -107,3 +107,17 @@ async def test_api_requests_are_limited_per_key_and_per_user_by_the_plan(client,
         assert (await client.get("/api/v1/me", headers=keys[0])).status_code == 200
     assert (await client.get("/api/v1/me", headers=keys[0])).status_code == 429
     assert (await client.get("/api/v1/me", headers=keys[1])).status_code == 200
+
+
+class TestAnonymousCalls:
+    @pytest.fixture
+    def settings(self, make_settings, redis_url):
+        return make_settings(redis_url=redis_url, http={"anonymous_requests_per_ip": "3/minute"})
+
+    async def test_public_api_operations_are_limited_per_address(self, client):
+        for _ in range(3):
+            assert (await client.get("/api/v1/version")).status_code == 200
+        refused = await client.get("/api/v1/version")
+        assert refused.status_code == 429
+        assert refused.headers["ratelimit-limit"] == "3"
+        assert (await client.get("/health")).status_code == 200  # probes are never limited

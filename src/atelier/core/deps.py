@@ -37,3 +37,14 @@ def _clock(request: Request) -> Clock:
 
 
 AppClock = Annotated[Clock, Depends(_clock)]
+
+
+async def _anonymous_limit(request: Request) -> None:
+    """Public API operations, per client address (the plan's limit applies once signed in)."""
+    limiter = request.app.state.limiter
+    address = request.client.host if request.client else "unknown"
+    limit = request.app.state.settings.http.anonymous_requests_per_ip
+    await limiter.hit_or_refuse(limit, "anonymous-ip", address, what="requests")
+
+
+AnonymousLimit = Depends(_anonymous_limit)

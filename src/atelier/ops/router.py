@@ -4,13 +4,14 @@ from fastapi import APIRouter, Request, Response
 
 from atelier import __version__
 from atelier.core import metrics
+from atelier.core.deps import AnonymousLimit
 from atelier.core.errors import ServiceUnavailable
 from atelier.core.routing import API_PREFIX, operation
 from atelier.ops.checks import readiness_checks
 from atelier.ops.schemas import CheckRead, HealthRead, ReadinessRead, VersionRead
 
 router = APIRouter(tags=["ops"])
-api_router = APIRouter(prefix=API_PREFIX, tags=["ops"])
+api_router = APIRouter(prefix=API_PREFIX, tags=["ops"], dependencies=[AnonymousLimit])
 
 
 class NotReady(ServiceUnavailable):
