@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse
 
 from atelier import __version__
+from atelier.adapters.blobs.local import LocalBlobStore
 from atelier.adapters.mail import LogMailer, SmtpMailer
 from atelier.audit import router as audit
 from atelier.core import logging as core_logging
@@ -31,6 +32,7 @@ from atelier.identity import admin_router, sso_router
 from atelier.identity import router as identity
 from atelier.identity.oidc import OidcClient
 from atelier.identity.tokens import TokenConfig
+from atelier.ops import blobs_router
 from atelier.ops import router as ops
 from atelier.settings import Settings
 from atelier.web import account as web_account
@@ -71,6 +73,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.clock = SystemClock()
     app.state.limiter = RateLimiter(settings.redis_url)
     app.state.mailer = _mailer(settings)
+    app.state.blobs = LocalBlobStore(
+        settings.storage.root,
+        secret=settings.secret_key.get_secret_value(),
+        clock=app.state.clock,
+    )
     app.state.oidc = OidcClient(httpx.AsyncClient(timeout=10.0, follow_redirects=False))
     app.state.tokens = TokenConfig.from_settings(
         settings.secret_key.get_secret_value(),
@@ -100,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         ops.router,
         ops.api_router,
+        blobs_router.router,
         *identity.ROUTERS,
         sso_router.router,
         admin_router.router,

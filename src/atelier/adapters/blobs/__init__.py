@@ -1,0 +1,1 @@
+"""Blob stores: a local folder (embedded default); S3-compatible stores join next."""

@@ -1,0 +1,70 @@
+"""What domains need from file storage: the `BlobStore` Protocol, and safe keys.
+
+Keys are `/`-separated segments of letters, digits, `.`, `_` and `-` (no empty, `.` or `..`
+segment), namespaced per organization with `org_key`. Implementations live in `adapters/blobs`.
+"""
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from atelier.core.errors import InvalidInput, PayloadTooLarge
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+MAX_KEY_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+class BlobTooLarge(PayloadTooLarge):
+    pass
+
+
+class BlobStore(Protocol):
+    async def put(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str, max_bytes: int
+    ) -> BlobInfo:
+        """Store the stream under `key`, all or nothing; BlobTooLarge past `max_bytes`."""
+        ...
+
+    def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes `start` to `end` (exclusive) of the blob, streamed."""
+        ...
+
+    async def stat(self, key: str) -> BlobInfo | None: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob; a missing one is not an error."""
+        ...
+
+    def list_keys(self, prefix: str) -> AsyncIterator[BlobInfo]: ...
+
+    async def signed_url(
+        self, key: str, *, expires_in: timedelta, filename: str | None = None
+    ) -> str: ...
+
+
+def validate_key(key: str) -> str:
+    """The key if it is safe on any store (no traversal, no absolute path), else InvalidInput."""
+    segments = key.split("/")
+    if (
+        not key
+        or len(key) > MAX_KEY_LENGTH
+        or not all(_SEGMENT.match(segment) for segment in segments)
+        or any(segment in (".", "..") for segment in segments)
+    ):
+        raise InvalidInput(f"{key[:80]!r} is not a valid storage key")
+    return key
+
+
+def org_key(org_id: str, *parts: str) -> str:
+    """A key inside an organization's namespace: `orgs/<org_id>/<parts…>`."""
+    return validate_key("/".join(("orgs", org_id, *parts)))
