@@ -99,28 +99,57 @@ async def create_user(
     async with transaction(session):
         if await find_user_by_email(session, email) is not None:
             raise Conflict("An account with this email already exists", field="email")
-        user = User(
+        return await add_user(
+            session,
             email=email,
             display_name=display_name,
             locale=locale,
             password_hash=passwords.hash_password(password),
             is_superadmin=is_superadmin,
-        )
-        session.add(user)
-        try:
-            await session.flush()
-        except IntegrityError:  # the same email registered concurrently
-            raise Conflict("An account with this email already exists", field="email") from None
-        org = await create_personal_org(session, user, auth=auth, clock=clock)
-        await audit.record(
-            session,
-            "user.registered",
+            auth=auth,
             info=info,
-            org_id=org.id,
-            user_id=user.id,
-            target=("user", user.id),
+            clock=clock,
             details={"superadmin": is_superadmin},
         )
+
+
+async def add_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    display_name: str,
+    locale: str = "en",
+    password_hash: str | None,
+    is_superadmin: bool = False,
+    auth: AuthSettings,
+    info: RequestInfo,
+    clock: Clock,
+    details: dict,
+) -> User:
+    """Insert a user and their personal organization (owner) inside the caller's unit of work;
+    409 if the email is taken, even by a concurrent sign-up."""
+    user = User(
+        email=email.strip().lower(),
+        display_name=display_name,
+        locale=locale,
+        password_hash=password_hash,
+        is_superadmin=is_superadmin,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:  # the same email registered concurrently
+        raise Conflict("An account with this email already exists", field="email") from None
+    org = await create_personal_org(session, user, auth=auth, clock=clock)
+    await audit.record(
+        session,
+        "user.registered",
+        info=info,
+        org_id=org.id,
+        user_id=user.id,
+        target=("user", user.id),
+        details=details,
+    )
     return user
 
 

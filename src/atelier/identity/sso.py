@@ -124,21 +124,16 @@ async def _link_or_create(
             details={"provider": provider.name},
         )
         return user
-    display_name = (identity.name or identity.email.split("@")[0])[:100]
-    user = User(email=identity.email.lower(), display_name=display_name, password_hash=None)
-    session.add(user)
-    await session.flush()
-    org = await accounts.create_personal_org(session, user, auth=auth, clock=clock)
-    await audit.record(
+    return await accounts.add_user(
         session,
-        "user.registered",
+        email=identity.email,
+        display_name=(identity.name or identity.email.split("@")[0])[:100],
+        password_hash=None,  # signs in through the provider only
+        auth=auth,
         info=info,
-        org_id=org.id,
-        user_id=user.id,
-        target=("user", user.id),
+        clock=clock,
         details={"provider": provider.name},
     )
-    return user
 
 
 async def _apply_role(
