@@ -36,6 +36,7 @@ from atelier.ops import blobs_router
 from atelier.ops import router as ops
 from atelier.settings import Settings
 from atelier.web import account as web_account
+from atelier.web import auth as web_auth
 from atelier.web.rendering import STATIC_DIR, Renderer
 from atelier.web.router import router as web_router
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     problems.install(app, html_page=renderer.error_page)
+    app.add_exception_handler(web_auth.SignInRequired, web_auth.redirect_to_sign_in)
     # Starlette wraps in reverse order of addition: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     if settings.http.cors_origins:

@@ -52,7 +52,7 @@ def test_an_owner_creates_an_organization_and_invites_a_member_who_joins(
     page.goto(server.url + "/signup")
     _sign_up(page, server.url, "Owner", owner_email)
     page.click("[data-nav=members]")
-    page.fill("form[action='/settings/orgs'] input[name=name]", "Studio Lyon")
+    page.fill("form[action='/settings/members/orgs'] input[name=name]", "Studio Lyon")
     page.click("[data-action=create-org]")
     expect(page.locator("select[name=org_id] option[selected]")).to_have_text("Studio Lyon")
     page.fill("form[action='/settings/members/invite'] input[name=email]", guest_email)

@@ -123,3 +123,14 @@ async def test_another_organizations_key_cannot_be_revoked_from_the_page(
         f"/settings/api-keys/{key.json()['id']}/revoke", data={"csrf_token": token}
     )
     assert response.status_code == 404
+
+
+async def test_a_form_posted_without_a_session_sends_to_sign_in_and_back(client):
+    token = csrf_of((await client.get("/login")).text)
+    response = await client.post(
+        "/settings/members/usr_x/role", data={"role": "viewer", "csrf_token": token}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/settings/members"
+    unsigned = await client.post("/settings/api-keys", data={"name": "k"})
+    assert unsigned.status_code == 403  # the CSRF check comes first

@@ -19,16 +19,11 @@ from atelier.web import auth
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
-CsrfField = Annotated[str | None, Form(alias=auth.CSRF_FIELD, max_length=128)]
 Name = Annotated[str, Form(min_length=1, max_length=100)]
 
 
 def _go(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
-
-
-def _to_login(path: str) -> RedirectResponse:
-    return _go(f"/login?next={path}")
 
 
 async def _render(
@@ -70,10 +65,9 @@ async def _members_page(
 
 
 @router.get("/settings/members")
-async def members(request: Request, session: DbSession, clock: AppClock) -> Response:
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/members")
+async def members(
+    request: Request, session: DbSession, clock: AppClock, web_user: auth.SignedIn
+) -> Response:
     return await _members_page(request, session, web_user, clock)
 
 
@@ -84,13 +78,9 @@ async def invite(
     info: ClientInfo,
     clock: AppClock,
     email: Annotated[str, Form(max_length=254)],
+    web_user: auth.SignedInForm,
     role: Annotated[Role, Form()] = "member",
-    csrf: CsrfField = None,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/members")
     settings = request.app.state.settings
     _, link = await invitations.invite(
         session,
@@ -115,37 +105,29 @@ async def change_role(
     session: DbSession,
     info: ClientInfo,
     role: Annotated[Role, Form()],
-    csrf: CsrfField = None,
+    web_user: auth.SignedInForm,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/members")
     await orgs.change_role(session, web_user.principal, user_id, role=role, info=info)
     return _go("/settings/members")
 
 
 @router.post("/settings/members/{user_id}/remove")
 async def remove_member(
-    user_id: str, request: Request, session: DbSession, info: ClientInfo, csrf: CsrfField = None
+    user_id: str,
+    request: Request,
+    session: DbSession,
+    info: ClientInfo,
+    web_user: auth.SignedInForm,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/members")
     await orgs.remove_member(session, web_user.principal, user_id, info=info)
     return _go("/" if user_id == web_user.user.id else "/settings/members")
 
 
-@router.post("/settings/orgs")
+@router.post("/settings/members/orgs")
 async def create_org(
-    request: Request, session: DbSession, info: ClientInfo, name: Name, csrf: CsrfField = None
+    request: Request, session: DbSession, info: ClientInfo, name: Name, web_user: auth.SignedInForm
 ) -> Response:
     """A new organization, owned by the user, who switches to it."""
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/members")
     org = await orgs.create_org(
         session,
         web_user.principal,
@@ -174,10 +156,7 @@ async def _keys_page(
 
 
 @router.get("/settings/api-keys")
-async def keys(request: Request, session: DbSession) -> Response:
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/api-keys")
+async def keys(request: Request, session: DbSession, web_user: auth.SignedIn) -> Response:
     return await _keys_page(request, session, web_user)
 
 
@@ -188,13 +167,9 @@ async def create_key(
     info: ClientInfo,
     clock: AppClock,
     name: Name,
+    web_user: auth.SignedInForm,
     scopes: Annotated[list[ApiScope], Form()] = ("read",),  # type: ignore[assignment]
-    csrf: CsrfField = None,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/api-keys")
     row, key = await api_keys.create_key(
         session,
         web_user.principal,
@@ -214,12 +189,8 @@ async def revoke_key(
     session: DbSession,
     info: ClientInfo,
     clock: AppClock,
-    csrf: CsrfField = None,
+    web_user: auth.SignedInForm,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login("/settings/api-keys")
     await api_keys.revoke_key(session, web_user.principal, key_id, info=info, clock=clock)
     return _go("/settings/api-keys")
 
@@ -250,12 +221,8 @@ async def accept_invitation(
     session: DbSession,
     info: ClientInfo,
     clock: AppClock,
-    csrf: CsrfField = None,
+    web_user: auth.SignedInForm,
 ) -> Response:
-    auth.verify_csrf(request, csrf)
-    web_user = await current_web_user(request, session)
-    if web_user is None:
-        return _to_login(f"/invitations/{token}")
     membership = await invitations.accept(
         session, web_user.principal, token, info=info, clock=clock
     )

@@ -8,11 +8,17 @@ the HMAC, and a cookie planted by a sibling subdomain does not match any token i
 import hashlib
 import hmac
 import secrets
+from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Depends, Form, Request
+from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
+from atelier.core.deps import DbSession
 from atelier.core.errors import Forbidden
+from atelier.identity.deps import current_web_user
+from atelier.identity.web_sessions import WebUser
 
 CSRF_COOKIE = "atelier_csrf"
 CSRF_FIELD = "csrf_token"
@@ -50,3 +56,47 @@ def verify_csrf(request: Request, submitted: str | None) -> None:
         raise Forbidden(
             "The form expired or came from another site: reload the page and retry", reason="csrf"
         )
+
+
+# ---- who may use a page ---------------------------------------------------------------------
+
+
+class SignInRequired(Exception):
+    """Raised by the page dependencies below; the app answers with a redirect to sign in."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def _page_of(request: Request) -> str:
+    """Where to come back after signing in: the page itself, or for a form post, the page it
+    belongs to (its first two path segments: `/settings/members/x/role` -> `/settings/members`)."""
+    if request.method == "GET":
+        return request.url.path
+    return "/" + "/".join(request.url.path.strip("/").split("/")[:2])
+
+
+async def _signed_in(request: Request, session: DbSession) -> WebUser:
+    web_user = await current_web_user(request, session)
+    if web_user is None:
+        raise SignInRequired(_page_of(request))
+    return web_user
+
+
+async def _signed_in_form(
+    request: Request,
+    session: DbSession,
+    csrf: Annotated[str | None, Form(alias=CSRF_FIELD, max_length=128)] = None,
+) -> WebUser:
+    verify_csrf(request, csrf)
+    return await _signed_in(request, session)
+
+
+def redirect_to_sign_in(request: Request, exc: Exception) -> RedirectResponse:
+    assert isinstance(exc, SignInRequired)
+    return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+
+SignedIn = Annotated[WebUser, Depends(_signed_in)]
+SignedInForm = Annotated[WebUser, Depends(_signed_in_form)]  # CSRF checked first
