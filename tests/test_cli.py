@@ -53,6 +53,7 @@ def test_doctor_passes_on_a_healthy_embedded_setup(tmp_path, fresh_env):
         "database": "ok",
         "migrations": "ok",
         "storage": "ok",
+        "broker": "skip",
         "secrets": "skip",
     }
 
@@ -67,7 +68,7 @@ def test_doctor_table_for_people(tmp_path, fresh_env):
     run_cli("migrate", "upgrade", env=fresh_env, cwd=tmp_path)
     result = run_cli("doctor", env=fresh_env, cwd=tmp_path)
     assert result.returncode == 0
-    for name in ("config", "database", "migrations", "storage", "secrets"):
+    for name in ("config", "database", "migrations", "storage", "broker", "secrets"):
         assert name in result.stdout
 
 

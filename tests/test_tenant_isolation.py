@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tests.identity.factories import join, make_user
+from tests.jobs.factories import make_job
 
 ACTIONS = {"public", "read", "create", "update", "delete", "admin"}
 
@@ -35,8 +36,10 @@ async def victim_ids(client, db_session, alice) -> dict[str, str]:
         json={"email": "invitee@example.com"},
         headers=alice.headers,
     )
+    job = await make_job(db_session, alice.org_id)
     return {
         "org_id": alice.org_id,
+        "job_id": job.id,
         "user_id": member.id,
         "key_id": key.json()["id"],
         "invitation_id": invitation.json()["id"],

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from atelier import __version__
+from atelier import __version__, job_kinds
 from atelier.app import create_app
 from atelier.core import logging as core_logging
 from atelier.core import metrics
@@ -30,6 +30,9 @@ from atelier.core.context import NO_REQUEST
 from atelier.core.db import create_engine, create_sessionmaker
 from atelier.core.errors import AtelierError
 from atelier.identity import accounts
+from atelier.jobs import service as job_service
+from atelier.jobs.models import STATUSES, Job
+from atelier.jobs.registry import QUEUES
 from atelier.ops import migrations
 from atelier.ops.checks import Check, diagnose
 from atelier.settings import Settings, describe_error
@@ -45,7 +48,9 @@ app = typer.Typer(
 migrate_app = typer.Typer(help="Apply or inspect database migrations.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator tasks: accounts and organizations.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and manage background jobs.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(config_app, name="config")
 app.add_typer(admin_app, name="admin")
 
@@ -78,11 +83,18 @@ def version() -> None:
 
 @app.command()
 def up(host: Host = "127.0.0.1", port: Port = 8000) -> None:
-    """Run everything in one process: migrate the database, then serve the API and web UI."""
+    """Run everything: migrate the database, serve the API and web UI, run the local job
+    workers (`ATELIER_JOBS__CONCURRENCY` processes) and the periodic tasks."""
     settings = load_settings()
+    if settings.jobs.executor == "local" and not metrics.multiprocess_mode():
+        # The job workers are processes of their own: count their metrics through shared
+        # files, which must be chosen before prometheus_client loads, so start again with them.
+        _fresh_multiproc_dir(settings)
+        os.execv(sys.executable, [sys.executable, "-m", "atelier", *sys.argv[1:]])  # noqa: S606
     _migrate(settings, "upgrade", "head")
-    settings.storage.root.mkdir(parents=True, exist_ok=True)
-    _serve(create_app(settings), settings, host=host, port=port)
+    if settings.storage.backend == "local":
+        settings.storage.root.mkdir(parents=True, exist_ok=True)
+    _serve(create_app(settings, embedded_workers=True), settings, host=host, port=port)
 
 
 @app.command()
@@ -98,11 +110,15 @@ def api(
         return
     # Several processes: each builds its app from the environment, and metrics are merged
     # through files that must exist, empty, before the workers import prometheus_client.
+    _fresh_multiproc_dir(settings)
+    _serve("atelier.app:app_from_environment", settings, host=host, port=port, workers=workers)
+
+
+def _fresh_multiproc_dir(settings: Settings) -> None:
     multiproc_dir = os.environ.get(metrics.MULTIPROC_ENV) or str(settings.data_dir / "metrics")
     shutil.rmtree(multiproc_dir, ignore_errors=True)
     Path(multiproc_dir).mkdir(parents=True)
     os.environ[metrics.MULTIPROC_ENV] = multiproc_dir
-    _serve("atelier.app:app_from_environment", settings, host=host, port=port, workers=workers)
 
 
 def _serve(target, settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
@@ -189,7 +205,7 @@ def doctor(
         checks = [Check("config", "fail", "invalid configuration", problems=problems)]
         checks += [
             Check(name, "skip", "configuration invalid")
-            for name in ("database", "migrations", "storage", "secrets")
+            for name in ("database", "migrations", "storage", "broker", "secrets")
         ]
     else:
         core_logging.configure(level="ERROR", fmt=settings.log_format)
@@ -254,6 +270,173 @@ def admin_create_user(
         raise typer.Exit(1) from None
     kind = "superadmin" if superadmin else "user"
     console.print(f"Created {kind} {stored_email} ({user_id}).", markup=False)
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Processes; default: ATELIER_JOBS__CONCURRENCY.", min=1)
+    ] = None,
+    queues: Annotated[str, typer.Option(help="Queues to consume, comma-separated.")] = (
+        "default,ml,media"
+    ),
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker for Atelier's jobs (needs ATELIER_JOBS__EXECUTOR=celery)."""
+    settings = _celery_settings()
+    from atelier.adapters.executors.celery import make_celery
+
+    unknown = set(queues.split(",")) - set(QUEUES)
+    if unknown:
+        errors.print(f"Unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
+        raise typer.Exit(2)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one job per process; no oversubscription
+    make_celery(settings).worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency or settings.jobs.concurrency}",
+            "--pool=prefork",
+            f"--queues={queues}",
+            f"--loglevel={loglevel}",
+            "--hostname=atelier@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+@app.command()
+def scheduler(
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+) -> None:
+    """Run the periodic tasks (the sweeper...) as Celery beat; run exactly one."""
+    settings = _celery_settings()
+    from atelier.adapters.executors.celery import make_celery
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_celery(settings).start(
+        [
+            "beat",
+            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+            f"--loglevel={loglevel}",
+        ]
+    )
+
+
+def _celery_settings() -> Settings:
+    settings = load_settings()
+    if settings.jobs.executor != "celery":
+        errors.print(
+            "This command runs Celery: set ATELIER_JOBS__EXECUTOR=celery and a broker "
+            "(ATELIER_JOBS__BROKER_URL or ATELIER_REDIS_URL). With the local executor, "
+            "`atelier up` runs the workers and periodic tasks itself."
+        )
+        raise typer.Exit(2)
+    return settings
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded...")] = None,
+    kind: Annotated[str | None, typer.Option(help="A job kind, e.g. system.sleep.")] = None,
+    org: Annotated[str | None, typer.Option(help="An organization id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """The latest jobs of every organization, newest first."""
+    settings = load_settings()
+    if status is not None and status not in STATUSES:
+        errors.print(f"Unknown status {status!r}; one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
+
+    async def fetch(engine: AsyncEngine) -> list[Job]:
+        query = job_service.all_jobs_query(status=status, kind=kind, org_id=org).limit(limit)
+        async with create_sessionmaker(engine)() as session:
+            return list(await session.scalars(query))
+
+    found = _with_engine(settings, fetch)
+    table = Table(title=f"Jobs ({len(found)} shown)")
+    for column in ("id", "organization", "kind", "status", "progress", "attempt", "created"):
+        table.add_column(column, overflow="fold")
+    for job in found:
+        status_text = job.status + (
+            " (waiting)" if job.status == "queued" and not job.dispatched_at else ""
+        )
+        table.add_row(
+            job.id,
+            job.org_id,
+            job.kind,
+            status_text,
+            f"{job.progress:.0%}",
+            f"{job.attempt}/{job.max_attempts}",
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+    """Cancel a job of any organization: at once if queued, cooperatively if running."""
+    settings = load_settings()
+
+    async def cancel(engine: AsyncEngine) -> Job:
+        runtime = _cli_runtime(settings, engine)
+        try:
+            async with runtime.sessionmaker() as session:
+                return await job_service.cancel_by_id(session, runtime.dispatcher, job_id)
+        finally:
+            await runtime.dispatcher.executor.close()
+
+    try:
+        job = _with_engine(settings, cancel)
+    except AtelierError as exc:
+        errors.print(exc.detail, markup=False)
+        raise typer.Exit(1) from None
+    what = "cancelled" if job.status == "cancelled" else "asked to stop (it is running)"
+    console.print(f"Job {job.id} {what}.", markup=False)
+
+
+@jobs_app.command("run-periodic")
+def jobs_run_periodic(
+    name: Annotated[str, typer.Argument(help="A periodic task, e.g. jobs.sweep.")],
+) -> None:
+    """Run one periodic task now, in this process."""
+    settings = load_settings()
+    registry = job_kinds.load(settings.jobs.modules)
+    if name not in registry.periodic_tasks:
+        known = ", ".join(sorted(registry.periodic_tasks))
+        errors.print(f"No periodic task {name!r}; known: {known}", markup=False)
+        raise typer.Exit(2)
+
+    async def run(engine: AsyncEngine) -> object:
+        runtime = _cli_runtime(settings, engine)
+        try:
+            return await registry.periodic_tasks[name].fn(runtime)
+        finally:
+            await runtime.dispatcher.executor.close()
+
+    result = _with_engine(settings, run)
+    console.print(f"{name}: {json.dumps(result, default=str)}", markup=False)
+
+
+def _cli_runtime(settings: Settings, engine: AsyncEngine):
+    """A runtime for one command: jobs it releases go to Celery, run here (inline), or are left
+    for `atelier up` (local: its pool lives in that process)."""
+    from atelier.adapters.executors.inline import InlineExecutor, NoExecutor
+    from atelier.workers import build_runtime
+
+    if settings.jobs.executor == "celery":
+        from atelier.adapters.executors.celery import CeleryExecutor
+
+        executor = CeleryExecutor(settings, app=None)
+    elif settings.jobs.executor == "inline":
+        executor = InlineExecutor()
+    else:
+        executor = NoExecutor()
+    return build_runtime(settings, executor, engine=engine)
 
 
 @config_app.command("show")

@@ -118,23 +118,112 @@ class DatabaseSettings(BaseModel):
 class StorageSettings(BaseModel):
     """Where uploaded and generated files live."""
 
-    backend: Literal["local"] = Field(
-        default="local", description="Blob store. `local` is a folder; S3 joins in a later release."
+    backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="`local`: a folder on this machine; `s3`: any S3-compatible store (AWS S3, "
+        "MinIO, Ceph, R2...).",
     )
     root: Path = Field(
         default=Path("var/blobs"),
         description="Folder of the local blob store. Unset: `blobs` in the data folder.",
     )
+    s3_bucket: str | None = Field(default=None, description="Bucket (required with `s3`).")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 API address, e.g. `http://minio:9000`; unset: AWS S3 of the region.",
+    )
+    s3_region: str = Field(default="us-east-1", description="Region of the bucket.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="Access key; unset: boto3's usual chain (env, profile, role)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="Secret key.")
+    s3_path_style: bool = Field(
+        default=False, description="Path-style addressing (`endpoint/bucket/key`), for MinIO."
+    )
+    s3_prefix: str = Field(
+        default="", description="Prefix put before every key, to share a bucket (e.g. `atelier/`)."
+    )
+    s3_storage_class: str | None = Field(
+        default=None,
+        description="Storage class of new objects (e.g. `STANDARD_IA`); unset: default.",
+    )
+    s3_multipart_threshold_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Objects larger than this are sent in parts of this size (5 MiB at least).",
+    )
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> StorageSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("ATELIER_STORAGE__S3_BUCKET is required when the backend is s3")
+        return self
 
 
 class JobsSettings(BaseModel):
-    """How background work runs."""
+    """How background work runs: the executor, its workers, and the safety nets."""
 
-    executor: Literal["inline", "local"] = Field(
+    executor: Literal["inline", "local", "celery"] = Field(
         default="local",
-        description="`local`: a process pool inside `atelier up`; `inline`: run in-process "
-        "(tests). Celery joins in a later release.",
+        description="`local`: a process pool inside `atelier up`; `celery`: `atelier worker` "
+        "processes fed through a broker; `inline`: in the submitting process (tests).",
     )
+    concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Jobs run at once by the local pool (one process each).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker (`redis://...` or `amqp://...`). Unset: `redis_url`.",
+    )
+    publish_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long handing a job to the broker may take; a job not handed over is "
+        "kept and dispatched again by the sweeper.",
+    )
+    dispatch_window: int = Field(
+        default=8,
+        ge=1,
+        description="Jobs per queue handed to the executor but not started yet. Small keeps "
+        "dispatch fair between organizations; larger hides broker latency.",
+    )
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a running job reports it is alive."
+    )
+    stale_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job silent this long is taken as lost and queued again "
+        "(counting an attempt).",
+    )
+    redispatch_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A dispatched job not started after this long is handed to the executor "
+        "again (a message lost by the broker).",
+    )
+    sweep_seconds: float = Field(
+        default=5.0, gt=0, description="How often the sweeper looks for lost or waiting jobs."
+    )
+    time_limit_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="After its time limit, how long a job may take to stop before its worker "
+        "process is ended.",
+    )
+    event_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often a job's event stream looks for changes."
+    )
+    modules: CommaList = Field(
+        default_factory=list,
+        description="Extra Python modules that register job kinds (comma-separated), imported "
+        "by every process.",
+    )
+
+    _split = field_validator("modules", mode="before")(_split_list)
 
 
 def _rate_limit(value: str) -> str:
@@ -155,6 +244,12 @@ class HttpSettings(BaseModel):
         default=10 * 1024 * 1024,
         ge=1024,
         description="Largest request body accepted; larger ones get 413 while streaming.",
+    )
+    max_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1024,
+        description="Largest file upload (datasets, photos, models); streamed to storage, 413 "
+        "past the limit.",
     )
     cors_origins: CommaList = Field(
         default_factory=list,
@@ -315,7 +410,7 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis for shared state (rate limits now; jobs later), e.g. "
+        description="Redis for shared state (rate limits) and the default job broker, e.g. "
         "`redis://127.0.0.1:6379/0`. Unset: kept in each process's memory.",
     )
     default_language: Literal["en", "fr"] | None = Field(
@@ -338,6 +433,11 @@ class Settings(BaseSettings):
             self.database.url = f"sqlite+aiosqlite:///{self.data_dir / 'atelier.db'}"
         if "root" not in self.storage.model_fields_set:
             self.storage.root = self.data_dir / "blobs"
+        if self.jobs.executor == "celery" and not self.broker_url:
+            raise ValueError(
+                "the celery executor needs a broker: set ATELIER_JOBS__BROKER_URL or "
+                "ATELIER_REDIS_URL"
+            )
         if self.profile == "production":
             problems = secret_problems(self)
             if problems:
@@ -345,6 +445,10 @@ class Settings(BaseSettings):
         elif self.secret_key is None:
             self.secret_key = SecretStr(_embedded_secret_key(self.data_dir))
         return self
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.jobs.broker_url or self.redis_url
 
     @property
     def log_format(self) -> Literal["json", "console"]:

@@ -10,6 +10,8 @@ from atelier.core.blobs import BlobTooLarge, org_key, validate_key
 from atelier.core.clock import FixedClock
 from atelier.core.errors import InvalidInput, NotFound
 
+pytestmark = pytest.mark.backend_independent
+
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 
 

@@ -51,6 +51,10 @@ class BlobStore(Protocol):
         self, key: str, *, expires_in: timedelta, filename: str | None = None
     ) -> str: ...
 
+    async def probe(self) -> None:
+        """Write, read back and delete a tiny object outside the keys; raise if a step fails."""
+        ...
+
 
 def validate_key(key: str) -> str:
     """The key if it is safe on any store (no traversal, no absolute path), else InvalidInput."""

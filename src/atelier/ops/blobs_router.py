@@ -19,6 +19,8 @@ async def download(token: str, request: Request) -> FileResponse:
     """Range requests, an ETag (the SHA-256), and always as an attachment in a sandbox: user
     files are never rendered as active content on Atelier's origin."""
     store = request.app.state.blobs
+    if not hasattr(store, "read_signed"):  # S3 links are presigned by the store itself
+        raise NotFound("No such file")
     key, expires, filename = store.read_signed(token)
     info = await store.stat(key)
     if info is None:

@@ -2,15 +2,17 @@
 
 import asyncio
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from atelier.adapters.blobs import create_blob_store
+from atelier.core.blobs import BlobStore
+from atelier.core.clock import SystemClock
 from atelier.core.db import ping
+from atelier.jobs.executor import Executor
 from atelier.ops import migrations
 from atelier.settings import Settings, secret_problems
 
@@ -64,20 +66,35 @@ async def check_migrations(engine: AsyncEngine) -> Check:
     )
 
 
-def check_storage(root: Path) -> Check:
-    """Whether a file can be written, read back and removed under the blob root."""
+async def check_storage(store: BlobStore, *, within: float = 5.0) -> Check:
+    """Whether a small object can be written, read back and removed in the blob store."""
     begin = time.perf_counter()
-    probe = root / f".doctor-{uuid.uuid4().hex}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"atelier")
-        same = probe.read_bytes() == b"atelier"
-        probe.unlink()
-    except OSError as exc:
-        return Check("storage", "fail", f"{root} is not writable ({exc.strerror})", _ms(begin))
-    if not same:
-        return Check("storage", "fail", f"{root} gave back other bytes", _ms(begin))
-    return Check("storage", "ok", f"{root} is writable", _ms(begin))
+        await asyncio.wait_for(store.probe(), within)
+    except Exception as exc:  # reported, not raised: the check's answer is the failure
+        log.warning("storage_unavailable", error=repr(exc))
+        detail = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return Check("storage", "fail", f"{_describe_store(store)}: {detail}", _ms(begin))
+    return Check("storage", "ok", f"{_describe_store(store)} is writable", _ms(begin))
+
+
+def _describe_store(store: BlobStore) -> str:
+    root = getattr(store, "root", None)
+    if root is not None:
+        return str(root)
+    return f"bucket {getattr(store, 'bucket', '?')}"
+
+
+async def check_broker(executor: Executor, *, within: float = 5.0) -> Check:
+    """Whether the job executor (the Celery broker, the local pool) can take jobs now."""
+    begin = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(executor.ping(), within)
+    except Exception as exc:  # reported, not raised
+        log.warning("broker_unavailable", error=repr(exc))
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return Check("broker", "fail", f"unreachable ({reason})", _ms(begin))
+    return Check("broker", "ok", detail, _ms(begin))
 
 
 def check_secrets(settings: Settings) -> Check:
@@ -93,9 +110,15 @@ def _ms(begin: float) -> float:
     return round((time.perf_counter() - begin) * 1000, 2)
 
 
-async def readiness_checks(engine: AsyncEngine) -> list[Check]:
-    """What `/readiness` checks: the dependencies a request needs (storage and broker join)."""
-    return [await check_database(engine)]
+async def readiness_checks(
+    engine: AsyncEngine, store: BlobStore, executor: Executor | None
+) -> list[Check]:
+    """What `/readiness` checks: the database, the blob store and, where jobs go to a broker or a
+    pool in this process, the executor. The three run at once."""
+    checks = [check_database(engine), check_storage(store)]
+    if executor is not None:
+        checks.append(check_broker(executor))
+    return list(await asyncio.gather(*checks))
 
 
 async def diagnose(settings: Settings, engine: AsyncEngine) -> list[Check]:
@@ -105,9 +128,23 @@ async def diagnose(settings: Settings, engine: AsyncEngine) -> list[Check]:
         migrations_check = await check_migrations(engine)
     else:
         migrations_check = Check("migrations", "skip", "database unreachable")
-    return [
-        database,
-        migrations_check,
-        await asyncio.to_thread(check_storage, settings.storage.root),
-        check_secrets(settings),
-    ]
+    try:
+        store = create_blob_store(
+            settings.storage, secret=settings.secret_key.get_secret_value(), clock=SystemClock()
+        )
+    except (OSError, RuntimeError) as exc:
+        storage = Check("storage", "fail", f"cannot open the blob store ({exc})")
+    else:
+        storage = await check_storage(store)
+    checks = [database, migrations_check, storage]
+    if settings.jobs.executor == "celery":
+        from atelier.adapters.executors.celery import CeleryExecutor
+
+        executor = CeleryExecutor(settings, app=None)
+        try:
+            checks.append(await check_broker(executor))
+        finally:
+            await executor.close()
+    else:
+        checks.append(Check("broker", "skip", f"{settings.jobs.executor} executor: no broker"))
+    return [*checks, check_secrets(settings)]

@@ -1,15 +1,23 @@
 """Liveness, readiness and metrics, outside `/api/v1` where orchestrators expect them."""
 
+import asyncio
+
+import structlog
 from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
 
 from atelier import __version__
+from atelier.adapters.executors.inline import NoExecutor
 from atelier.core import metrics
 from atelier.core.deps import AnonymousLimit
 from atelier.core.errors import ServiceUnavailable
 from atelier.core.routing import API_PREFIX, operation
+from atelier.jobs import metrics as job_metrics
+from atelier.jobs import service as job_service
 from atelier.ops.checks import readiness_checks
 from atelier.ops.schemas import CheckRead, HealthRead, ReadinessRead, VersionRead
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["ops"])
 api_router = APIRouter(prefix=API_PREFIX, tags=["ops"], dependencies=[AnonymousLimit])
 
@@ -30,7 +38,11 @@ async def health() -> HealthRead:
     responses={503: {"description": "A dependency is down; `checks` says which."}},
 )
 async def readiness(request: Request) -> ReadinessRead:
-    checks = await readiness_checks(request.app.state.engine)
+    state = request.app.state
+    executor = state.dispatcher.executor
+    checks = await readiness_checks(
+        state.engine, state.blobs, None if isinstance(executor, NoExecutor) else executor
+    )
     details = {
         c.name: CheckRead(status=c.status, detail=c.detail, duration_ms=c.duration_ms)
         for c in checks
@@ -47,9 +59,30 @@ async def readiness(request: Request) -> ReadinessRead:
 @router.get(
     "/metrics", summary="Prometheus metrics", response_class=Response, **operation("ops", "public")
 )
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     body, content_type = metrics.render()
-    return Response(body, media_type=content_type)
+    return Response(body + await _job_gauges(request), media_type=content_type)
+
+
+async def _job_gauges(request: Request) -> bytes:
+    """Queued and running jobs per queue, read from the jobs table (the source of truth)."""
+    try:
+        async with asyncio.timeout(2), request.app.state.sessionmaker() as session:
+            rows = await job_service.load(session)
+    except Exception as exc:  # metrics must answer even when the database does not
+        log.warning("job_gauges_unavailable", error=type(exc).__name__)
+        return b""
+    registry = CollectorRegistry()
+    registry.register(_Families(job_metrics.table_gauges(rows)))
+    return generate_latest(registry)
+
+
+class _Families:
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return self.families
 
 
 @api_router.get(

@@ -22,6 +22,10 @@ class Plan(Base):
     monthly_predictions: Mapped[int | None] = mapped_column(BigInteger)
     api_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     trial_days: Mapped[int | None] = mapped_column(Integer)
+    # Higher goes first when organizations wait for job slots; equal priorities take turns.
+    job_priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Jobs an organization may keep waiting for a slot; more are refused with 429.
+    max_waiting_jobs: Mapped[int | None] = mapped_column(Integer)
 
 
 class Usage(Base):

@@ -55,7 +55,8 @@ async def landing(request: Request, session: DbSession) -> Response:
 
 @router.get("/fragments/status")
 async def status_fragment(request: Request) -> Response:
-    checks = await readiness_checks(request.app.state.engine)
+    state = request.app.state
+    checks = await readiness_checks(state.engine, state.blobs, None)
     return request.app.state.renderer.render(request, "fragments/status.html", {"checks": checks})
 
 

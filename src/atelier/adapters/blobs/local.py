@@ -148,6 +148,24 @@ class LocalBlobStore:
             raise NotFound("This link has expired")
         return key, expires, filename
 
+    # ---- operations ----------------------------------------------------------------------
+
+    async def probe(self) -> None:
+        """Write, read back and delete a small file; raise if a step fails. Its name starts
+        with a dot, so no key can take it and listing skips it."""
+        await asyncio.to_thread(self._probe, self.root / f".probe-{uuid.uuid4().hex}")
+
+    def _probe(self, path: Path) -> None:
+        payload = f"atelier storage probe {self.clock.now().isoformat()}".encode()
+        try:
+            with path.open("wb") as fh:
+                fh.write(payload)
+                _flush(fh)
+            if path.read_bytes() != payload:
+                raise OSError(f"{path} read back different bytes")
+        finally:
+            path.unlink(missing_ok=True)
+
     @staticmethod
     def _meta_path(path: Path) -> Path:
         return path.with_name(path.name + META_SUFFIX)

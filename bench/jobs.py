@@ -1,0 +1,364 @@
+"""Atelier's job system against bare Celery, on the real Redis and PostgreSQL.
+
+    .venv/bin/python bench/jobs.py [--jobs 2000] [--singles 200] [--database postgresql://...]
+
+In one run, with 2 worker processes each:
+- throughput: `--jobs` no-op jobs submitted one after the other, from the first submit to the
+  last end (Atelier: `jobs.service.submit` as an endpoint calls it, then the job row read back;
+  bare Celery: `apply_async` of a task that only counts itself in Redis);
+- submit-to-start latency: `--singles` single no-op jobs, one at a time on an idle system, from
+  the submit call to the handler's first line (p50 and p99);
+- the same figures for Atelier's local executor (the pool of `atelier up`).
+A fresh PostgreSQL database is made and dropped (default: the local server of the dev machine);
+Redis database 13 is used and flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `bench.kinds`, imported by the workers too
+
+from atelier.core.db import create_engine  # noqa: E402
+from atelier.identity.models import Organization  # noqa: E402
+from atelier.jobs import service  # noqa: E402
+from atelier.jobs.models import Job  # noqa: E402
+from atelier.ops import migrations  # noqa: E402
+from atelier.plans.models import Plan  # noqa: E402
+from atelier.settings import Settings  # noqa: E402
+from atelier.workers import build_runtime  # noqa: E402
+from bench import kinds  # noqa: E402
+
+BROKER = "redis://127.0.0.1:6379/13"
+WORKERS = 2
+
+
+def env_for(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        ATELIER_DATABASE__URL=database_url,
+        ATELIER_JOBS__EXECUTOR="celery",
+        ATELIER_JOBS__BROKER_URL=BROKER,
+        ATELIER_JOBS__MODULES="bench.kinds",
+        ATELIER_LOGGING__LEVEL="WARNING",
+        ATELIER_DATA_DIR=str(REPO / "var" / "bench"),
+    )
+    env[kinds.LATENCY_ENV] = BROKER
+    return env
+
+
+def spawn(command: list[str], env: dict[str, str], ready: str, log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while ready not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{command} did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+# ---- bare Celery -----------------------------------------------------------------------------
+
+
+def bare_celery(jobs: int, singles: int, log_dir: Path) -> dict[str, float]:
+    from bench.bare_celery import app, noop
+
+    r = redis.Redis.from_url(BROKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), kinds.LATENCY_ENV: BROKER}
+    worker = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.bare_celery",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={WORKERS}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+            "-Q",
+            "bare",
+        ],
+        env,
+        "ready.",
+        log_dir / "bare-worker.log",
+    )
+    try:
+        noop.apply_async(args=[0.0], queue="bare")  # warm the connection pools
+        _wait_count(r, 1)
+        r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+        begin = time.perf_counter()
+        for _ in range(jobs):
+            noop.apply_async(args=[0.0], queue="bare")
+        _wait_count(r, jobs)
+        throughput = jobs / (time.perf_counter() - begin)
+        latencies = []
+        for _ in range(singles):
+            r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+            sent = time.time()
+            noop.apply_async(args=[sent], queue="bare")
+            _wait_count(r, 1)
+            latencies.append(float(r.lpop(kinds.STARTS_KEY)) - sent)
+    finally:
+        stop(worker)
+        app.close()
+    p50, p99 = percentiles(latencies)
+    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+
+
+def _wait_count(r: redis.Redis, count: int, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while int(r.get(kinds.DONE_KEY) or 0) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {r.get(kinds.DONE_KEY)} of {count} tasks ran")
+        time.sleep(0.002)
+
+
+# ---- Atelier -----------------------------------------------------------------------------------
+
+
+async def atelier_figures(settings: Settings, jobs: int, singles: int, executor) -> dict:
+    runtime = build_runtime(settings, executor)
+    if hasattr(executor, "start"):
+        await executor.start()
+    kind = runtime.registry.kinds["bench.noop"]
+    r = redis.Redis.from_url(BROKER)
+    try:
+        async with runtime.sessionmaker() as session:
+            org_id = await _bench_org(session)
+        # Warm up: connections, worker imports.
+        async with runtime.sessionmaker() as session:
+            first = await service.submit(
+                session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
+            )
+        await _wait_jobs(runtime, [first.job.id])
+        begin = time.perf_counter()
+        ids = []
+        async with runtime.sessionmaker() as session:
+            for _ in range(jobs):
+                submitted = await service.submit(
+                    session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
+                )
+                ids.append(submitted.job.id)
+        await _wait_jobs(runtime, ids)
+        throughput = jobs / (time.perf_counter() - begin)
+        latencies = []
+        single_ids = []
+        for _ in range(singles):
+            r.delete(kinds.STARTS_KEY)
+            async with runtime.sessionmaker() as session:
+                sent = time.time()
+                submitted = await service.submit(
+                    session,
+                    runtime.dispatcher,
+                    kind,
+                    {"sent": sent},
+                    org_id=org_id,
+                    created_by=None,
+                )
+            await _wait_jobs(runtime, [submitted.job.id])
+            latencies.append(float(r.lpop(kinds.STARTS_KEY)) - sent)
+            single_ids.append(submitted.job.id)
+        async with runtime.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Job.created_at, Job.started_at, Job.finished_at).where(
+                        Job.id.in_(single_ids)
+                    )
+                )
+            ).all()
+        claim_ms = statistics.median((s - c).total_seconds() * 1000 for c, s, _ in rows)
+        run_ms = statistics.median((f - s).total_seconds() * 1000 for _, s, f in rows)
+        print(
+            f"  median: created->claimed {claim_ms:.1f} ms, claimed->finished {run_ms:.1f} ms",
+            flush=True,
+        )
+    finally:
+        await executor.close()
+        await runtime.close()
+    p50, p99 = percentiles(latencies)
+    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+
+
+async def _bench_org(session) -> str:
+    from tests.identity.factories import make_user, personal_org_id
+
+    user = await make_user(session, email=f"bench-{uuid.uuid4().hex[:8]}@example.com")
+    org_id = await personal_org_id(session, user)
+    await session.execute(
+        update(Organization).where(Organization.id == org_id).values(plan_id="enterprise")
+    )
+    # The whole batch is submitted at once: let it all wait for slots rather than get 429s.
+    await session.execute(
+        update(Plan).where(Plan.id == "enterprise").values(max_waiting_jobs=1_000_000)
+    )
+    await session.commit()
+    return org_id
+
+
+async def _wait_jobs(runtime, ids: list[str], within: float = 300) -> None:
+    deadline = time.monotonic() + within
+    pending = list(ids)
+    while pending:
+        async with runtime.sessionmaker() as session:
+            done = await session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.id.in_(pending[:1000]), Job.status == "succeeded")
+            )
+        if done == len(pending[:1000]):
+            pending = pending[1000:]
+            continue
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{len(pending)} jobs did not finish")
+        await asyncio.sleep(0.002 if len(ids) == 1 else 0.05)
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+
+async def fresh_database(server_url: str) -> tuple[str, str]:
+    name = f"atelier_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    url = server_url.rsplit("/", 1)[0] + "/" + name
+    engine = create_engine(Settings(database={"url": url}).database.url)
+    await migrations.upgrade(engine, "head")
+    await engine.dispose()
+    return url, name
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--singles", type=int, default=200)
+    parser.add_argument(
+        "--database",
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+        help="A PostgreSQL server (any database on it); a fresh database is made there.",
+    )
+    args = parser.parse_args()
+    log_dir = REPO / "var" / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    redis.Redis.from_url(BROKER).flushdb()
+    server = Settings(database={"url": args.database}).database.url
+    url, name = asyncio.run(fresh_database(server))
+    results = {}
+    try:
+        results["bare Celery"] = bare_celery(args.jobs, args.singles, log_dir)
+        print("bare Celery", results["bare Celery"], flush=True)
+        redis.Redis.from_url(BROKER).flushdb()
+        env = env_for(url)
+        worker = spawn(
+            [sys.executable, "-m", "atelier", "worker", f"--concurrency={WORKERS}"],
+            env,
+            "ready.",
+            log_dir / "atelier-worker.log",
+        )
+        try:
+            settings = _settings(env)
+            from atelier.adapters.executors.celery import CeleryExecutor
+
+            results["Atelier, Celery executor"] = asyncio.run(
+                atelier_figures(
+                    settings, args.jobs, args.singles, CeleryExecutor(settings, app=None)
+                )
+            )
+            print("Atelier, Celery", results["Atelier, Celery executor"], flush=True)
+        finally:
+            stop(worker)
+        from atelier.adapters.executors.local import LocalExecutor
+
+        os.environ.update(
+            {k: v for k, v in env.items() if k.startswith(("ATELIER_", "PYTHON", "BENCH_"))}
+        )
+        local = _settings(
+            {**env, "ATELIER_JOBS__EXECUTOR": "local", "ATELIER_JOBS__CONCURRENCY": str(WORKERS)}
+        )
+        results["Atelier, local executor"] = asyncio.run(
+            atelier_figures(local, args.jobs, args.singles, LocalExecutor(local))
+        )
+    finally:
+        asyncio.run(drop_database(server, name))
+    print(
+        f"# {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {WORKERS} worker processes, PostgreSQL + Redis"
+    )
+    print(f"| executor | {args.jobs} no-op jobs: jobs/s | submit-to-start p50 | p99 |")
+    print("|---|---|---|---|")
+    for label, figures in results.items():
+        print(
+            f"| {label} | {figures['throughput']:.0f} | {figures['p50_ms']:.1f} ms | "
+            f"{figures['p99_ms']:.1f} ms |"
+        )
+    bare = results["bare Celery"]
+    ours = results["Atelier, Celery executor"]
+    print(
+        f"\nAtelier/Celery throughput: {ours['throughput'] / bare['throughput']:.0%} of bare "
+        f"Celery (target >= 50%); p50 latency: {ours['p50_ms'] / bare['p50_ms']:.2f}x "
+        f"(target < 2x)"
+    )
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return Settings(_env_file=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+if __name__ == "__main__":
+    main()

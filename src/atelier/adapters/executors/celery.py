@@ -1,0 +1,194 @@
+"""Celery as the executor: `atelier worker` processes fed through Redis or RabbitMQ.
+
+Celery only carries "run job X"; the job row stays the source of truth (`jobs.runtime`):
+- `acks_late` with `reject_on_worker_lost`: a worker process killed mid-job returns its message
+  to the queue, and the run is redone once the job's lost run is recovered (at once when the
+  dead process was on this machine, else by the sweeper when its heartbeat goes stale).
+- Publishing has a short timeout and no retries; a job not handed over stays stored and the
+  sweeper dispatches it when the broker is back.
+- Time limits: the runtime enforces each job's own limit; Celery's hard `time_limit` (the job's
+  limit plus the grace period and a margin) is the backstop that ends a stuck process.
+- Retries with exponential backoff are the runtime's (`RetryableError`), not Celery's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from kombu import Queue
+
+from atelier.jobs.executor import Delivery
+from atelier.jobs.registry import QUEUES
+from atelier.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+RUN_JOB = "atelier.run_job"
+PERIODIC = "atelier.periodic"
+HARD_LIMIT_MARGIN = 30
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app of `atelier worker` and `atelier scheduler`, with Atelier's two tasks."""
+    app = _base_app(settings)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="default",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+        beat_schedule=_beat_schedule(settings),
+    )
+    state = _WorkerState(settings, app)
+
+    @app.task(name=RUN_JOB, ignore_result=True)
+    def run_job(job_id: str) -> None:
+        state.run(state.runtime().run(job_id))
+
+    @app.task(name=PERIODIC, ignore_result=True)
+    def periodic(name: str) -> None:
+        runtime = state.runtime()
+        task = runtime.registry.periodic_tasks.get(name)
+        if task is None:
+            log.error("unknown_periodic_task", name=name)
+            return
+        state.run(task.fn(runtime))
+
+    worker_process_init.connect(state.start, weak=False)
+    worker_process_shutdown.connect(state.stop, weak=False)
+    app.atelier_state = state  # type: ignore[attr-defined]
+    return app
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    from atelier import job_kinds
+
+    registry = job_kinds.load(settings.jobs.modules)
+    schedule = {}
+    for name, task in registry.periodic_tasks.items():
+        seconds = task.interval(settings).total_seconds()
+        schedule[name] = {
+            "task": PERIODIC,
+            "schedule": seconds,
+            "args": [name],
+            # A tick nobody ran in time is skipped, not piled up.
+            "options": {"queue": "default", "expires": max(seconds, 1.0)},
+        }
+    return schedule
+
+
+class _WorkerState:
+    """Per worker process: an event loop and a runtime, made after the fork."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runtime = None
+
+    def start(self, **_: Any) -> None:
+        from atelier.core import logging as core_logging
+
+        core_logging.configure(level=self.settings.logging.level, fmt=self.settings.log_format)
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+
+    def runtime(self):
+        if self._runtime is None:
+            from atelier.workers import build_runtime
+
+            if self._loop is None:  # a solo pool or a test: no fork happened
+                self.start()
+            executor = CeleryExecutor(self.settings, app=self.app)
+            self._runtime = build_runtime(
+                self.settings, executor, hard_exit=_hard_exit, on_heartbeat=None
+            )
+        return self._runtime
+
+    def run(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        return self._loop.run_until_complete(coroutine)
+
+    def stop(self, **_: Any) -> None:
+        if self._loop is not None and self._runtime is not None:
+            self._loop.run_until_complete(self._runtime.close())
+
+
+def _hard_exit() -> None:
+    import os
+
+    os._exit(70)
+
+
+class CeleryExecutor:
+    """Publishes deliveries as `atelier.run_job` tasks on the job's queue."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None) -> None:
+        self.settings = settings
+        self.app = app or _base_app(settings)
+        self.timeout = settings.jobs.publish_timeout_seconds
+        self.grace = settings.jobs.time_limit_grace_seconds
+
+    async def deliver(self, deliveries: list[Delivery]) -> None:
+        await asyncio.wait_for(asyncio.to_thread(self._send, deliveries), self.timeout)
+
+    def _send(self, deliveries: list[Delivery]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for delivery in deliveries:
+                self.app.send_task(
+                    RUN_JOB,
+                    args=[delivery.job_id],
+                    queue=delivery.queue,
+                    time_limit=delivery.timeout_seconds + self.grace + HARD_LIMIT_MARGIN,
+                    producer=producer,
+                    retry=False,
+                )
+
+    async def ping(self) -> str:
+        def check() -> str:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=self.timeout)
+                return connection.as_uri()
+
+        uri = await asyncio.wait_for(asyncio.to_thread(check), self.timeout + 1)
+        return f"celery broker {uri}"
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        self.app.close()
+
+
+def _base_app(settings: Settings) -> Celery:
+    """Configuration shared by publishers (the API, the CLI) and workers."""
+    app = Celery("atelier", broker=settings.broker_url, set_as_current=False)
+    timeout = settings.jobs.publish_timeout_seconds
+    options: dict[str, Any] = {"max_retries": 0}
+    if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://")):
+        options |= {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": max(timeout, 5.0),
+            # Unacknowledged messages of a worker that vanished come back after this long; the
+            # sweeper usually recovers the job well before.
+            "visibility_timeout": 3600,
+        }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_queues=[Queue(name) for name in QUEUES],
+        broker_connection_timeout=timeout,
+        broker_transport_options=options,
+        task_send_sent_event=False,
+    )
+    return app

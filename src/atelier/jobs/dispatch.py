@@ -1,0 +1,282 @@
+"""Fair, tenant-aware dispatch: which queued jobs are handed to the executor, and when.
+
+A queued job is handed over ("dispatched") only when both hold:
+- its organization runs fewer dispatched jobs than its plan's `max_concurrent_jobs`;
+- its queue has fewer than `dispatch_window` jobs handed over but not started yet.
+Waiting jobs are released as slots free up (a job starts or ends, or the sweeper runs): the
+organization with the fewest jobs in flight goes first, then the higher plan priority, then the
+oldest job, so a tenant flooding a queue cannot starve the others.
+
+Deliveries are published only after the transaction that dispatched them commits. A delivery that
+fails puts the job back to waiting; one lost later (a broker crash) is repeated by the sweeper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from atelier.core.clock import Clock
+from atelier.core.db import on_commit, transaction
+from atelier.identity.models import Organization
+from atelier.jobs import metrics
+from atelier.jobs import statements as sql
+from atelier.jobs.executor import Delivery, Executor
+from atelier.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, Job, job_problem
+from atelier.plans.models import Plan
+
+log = structlog.get_logger(__name__)
+
+WAITING, IN_FLIGHT, HANDED_OVER = sql.WAITING, sql.IN_FLIGHT, sql.HANDED_OVER
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What deciding on a new job needs, read in one query."""
+
+    plan_name: str
+    max_concurrent: int | None
+    max_waiting: int | None
+    monthly_compute_seconds: int | None
+    compute_used: int
+    org_in_flight: int
+    org_waiting: int
+    queue_handed_over: int
+    queue_has_waiting: bool
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        executor: Executor,
+        *,
+        clock: Clock,
+        window: int,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.executor = executor
+        self.clock = clock
+        self.window = window
+
+    # ---- counting ------------------------------------------------------------------------
+
+    async def admission(
+        self, session: AsyncSession, org_id: str, queue: str, period: str
+    ) -> Admission | None:
+        """The organization's plan and load, and its queue's; None if no such organization."""
+        params = {"p_org": org_id, "p_queue": queue, "p_period": period}
+        row = (await session.execute(sql.ADMISSION, params)).one_or_none()
+        return None if row is None else Admission(*row[:-1], bool(row[-1]))
+
+    async def lock_queue(self, session: AsyncSession, queue: str) -> None:
+        """Serialize dispatch decisions in one queue (PostgreSQL; SQLite has one writer)."""
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(sql.LOCK, {"key": f"atelier.jobs:{queue}"})
+
+    # ---- dispatching ---------------------------------------------------------------------
+
+    def hand_over(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
+        """Publish these deliveries once the current transaction commits."""
+        if deliveries:
+            on_commit(session, self.publish, deliveries)
+
+    async def publish(self, deliveries: list[Delivery]) -> None:
+        try:
+            await self.executor.deliver(deliveries)
+        except Exception as exc:  # a broker down or slow: the jobs wait for the next sweep
+            log.warning(
+                "jobs_not_handed_over",
+                jobs=[d.job_id for d in deliveries],
+                error=repr(exc) or type(exc).__name__,
+            )
+            await self._undispatch([d.job_id for d in deliveries])
+
+    async def _undispatch(self, job_ids: list[str]) -> None:
+        try:
+            async with self.sessionmaker() as session, transaction(session):
+                await session.execute(
+                    update(Job)
+                    .where(Job.id.in_(job_ids), Job.status == QUEUED)
+                    .values(dispatched_at=None)
+                )
+        except Exception:  # the sweeper's re-dispatch timer still covers these jobs
+            log.exception("jobs_undispatch_failed", jobs=job_ids)
+
+    async def release(self, session: AsyncSession, queue: str | None = None) -> list[Delivery]:
+        """Dispatch waiting jobs into free slots, fairly; call inside a transaction.
+
+        Returns what was dispatched (already scheduled for publication after commit).
+        """
+        now = self.clock.now()
+        due = or_(Job.not_before.is_(None), Job.not_before <= now)
+        if queue is None:
+            queues = list(await session.scalars(select(Job.queue).where(WAITING, due).distinct()))
+        else:
+            queues = [queue]
+        released: list[Delivery] = []
+        for name in queues:
+            released += await self._release_queue(session, name, due, now)
+        self.hand_over(session, released)
+        return released
+
+    async def _release_queue(
+        self, session: AsyncSession, queue: str, due, now: datetime
+    ) -> list[Delivery]:
+        await self.lock_queue(session, queue)
+        handed_over = await session.scalar(sql.HANDED_OVER_IN_QUEUE, {"p_queue": queue})
+        free = self.window - (handed_over or 0)
+        if free <= 0:
+            return []
+        # One statement picks the jobs: each waiting job is ranked by the load its organization
+        # would have once it runs (jobs in flight + its place among the organization's waiting
+        # jobs), so slots go round-robin; then by plan priority, then by age. Jobs past their
+        # organization's concurrent limit are not candidates.
+        waiting = (
+            select(
+                Job.id,
+                Job.org_id,
+                Job.created_at,
+                func.row_number()
+                .over(partition_by=Job.org_id, order_by=(Job.created_at, Job.id))
+                .label("nth"),
+            )
+            .where(WAITING, due, Job.queue == queue)
+            .cte("waiting")
+        )
+        in_flight = (
+            select(Job.org_id, func.count().label("busy"))
+            .where(IN_FLIGHT, Job.org_id.in_(select(waiting.c.org_id)))
+            .group_by(Job.org_id)
+            .cte("in_flight")
+        )
+        busy = func.coalesce(in_flight.c.busy, 0)
+        chosen = (
+            select(waiting.c.id)
+            .join(Organization, Organization.id == waiting.c.org_id)
+            .join(Plan, Plan.id == Organization.plan_id)
+            .outerjoin(in_flight, in_flight.c.org_id == waiting.c.org_id)
+            .where(
+                or_(
+                    Plan.max_concurrent_jobs.is_(None),
+                    busy + waiting.c.nth <= Plan.max_concurrent_jobs,
+                )
+            )
+            .order_by(
+                busy + waiting.c.nth,
+                Plan.job_priority.desc(),
+                waiting.c.created_at,
+                waiting.c.id,
+            )
+            .limit(free)
+        )
+        rows = await session.execute(
+            update(Job)
+            .where(Job.id.in_(chosen), WAITING)
+            .values(dispatched_at=now, revision=Job.revision + 1)
+            .returning(Job.id, Job.queue, Job.timeout_seconds)
+            .execution_options(synchronize_session=False)
+        )
+        return [Delivery(*row) for row in rows.all()]
+
+    # ---- the sweeper ---------------------------------------------------------------------
+
+    async def sweep(self, *, stale_after: timedelta, redispatch_after: timedelta) -> dict[str, int]:
+        """The safety net: recover lost runs and lost deliveries, release waiting jobs."""
+        now = self.clock.now()
+        async with self.sessionmaker() as session, transaction(session):
+            requeued, failed = await self._recover_stale(session, now - stale_after)
+            redelivered = await self._redeliver(session, now, now - redispatch_after)
+            released = await self.release(session)
+        counts = {
+            "requeued": requeued,
+            "failed": failed,
+            "redelivered": len(redelivered),
+            "released": len(released),
+        }
+        if any(counts.values()):
+            log.info("jobs_swept", **counts)
+        return counts
+
+    async def _recover_stale(self, session: AsyncSession, cutoff: datetime) -> tuple[int, int]:
+        return await self.recover(session, and_(Job.status == RUNNING, Job.heartbeat_at < cutoff))
+
+    async def recover(self, session: AsyncSession, lost) -> tuple[int, int]:
+        """Jobs whose run was lost (`lost`: a condition on running jobs): queued again if they
+        have attempts left, else failed; cancelled if a cancel was requested."""
+        requeued = await session.execute(
+            update(Job)
+            .where(lost, Job.attempt < Job.max_attempts, Job.cancel_requested_at.is_(None))
+            .values(status=QUEUED, dispatched_at=None, worker=None, revision=Job.revision + 1)
+            .returning(Job.id)
+        )
+        requeued_ids = list(requeued.scalars())
+        cancelled = await session.execute(
+            update(Job)
+            .where(lost, Job.cancel_requested_at.is_not(None))
+            .values(status=CANCELLED, finished_at=self.clock.now(), revision=Job.revision + 1)
+            .returning(Job.kind)
+        )
+        for kind in cancelled.scalars():
+            metrics.record_finished(kind, CANCELLED, None)
+        failed = await session.execute(
+            update(Job)
+            .where(lost)
+            .values(
+                status=FAILED,
+                finished_at=self.clock.now(),
+                error=worker_lost_problem(),
+                revision=Job.revision + 1,
+            )
+            .returning(Job.kind)
+        )
+        failed_kinds = list(failed.scalars())
+        for kind in failed_kinds:
+            metrics.record_finished(kind, FAILED, None)
+        if requeued_ids:
+            log.warning("jobs_requeued_after_lost_run", jobs=requeued_ids)
+        return len(requeued_ids), len(failed_kinds)
+
+    async def recover_after_restart(self) -> dict[str, int]:
+        """For the only executor over this database (`atelier up`'s pool), at its start: every
+        run and every delivery belonged to the previous process, so all are redone."""
+        async with self.sessionmaker() as session, transaction(session):
+            requeued, failed = await self.recover(session, Job.status == RUNNING)
+            undelivered = await session.execute(
+                update(Job).where(HANDED_OVER).values(dispatched_at=None).returning(Job.id)
+            )
+            redelivered = len(undelivered.all())
+            released = await self.release(session)
+        counts = {
+            "requeued": requeued,
+            "failed": failed,
+            "redelivered": redelivered,
+            "released": len(released),
+        }
+        log.info("jobs_recovered_at_start", **counts)
+        return counts
+
+    async def _redeliver(
+        self, session: AsyncSession, now: datetime, cutoff: datetime
+    ) -> list[Delivery]:
+        rows = await session.execute(
+            update(Job)
+            .where(HANDED_OVER, Job.dispatched_at < cutoff)
+            .values(dispatched_at=now)
+            .returning(Job.id, Job.queue, Job.timeout_seconds)
+        )
+        deliveries = [Delivery(*row) for row in rows.all()]
+        self.hand_over(session, deliveries)
+        return deliveries
+
+
+def worker_lost_problem() -> dict:
+    return job_problem(
+        "worker-lost",
+        "Worker lost",
+        "The job's worker stopped answering on its last allowed attempt.",
+    )

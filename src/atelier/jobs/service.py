@@ -1,0 +1,316 @@
+"""Submitting, reading and cancelling jobs. No HTTP here; the router and the CLI call these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atelier.core.db import transaction
+from atelier.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    TooManyRequests,
+)
+from atelier.core.ids import new_id
+from atelier.core.pagination import Page, PageRequest, paginate
+from atelier.core.principal import Principal
+from atelier.core.tenancy import get_owned, org_select
+from atelier.jobs import metrics
+from atelier.jobs import statements as sql
+from atelier.jobs.dispatch import WAITING, Admission, Dispatcher
+from atelier.jobs.executor import Delivery
+from atelier.jobs.models import (
+    ACTIVE,
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    Job,
+    JobLogLine,
+)
+from atelier.jobs.registry import JobKind
+from atelier.plans import service as plans
+
+# Without a plan limit, an organization may still keep only this many jobs waiting.
+DEFAULT_MAX_WAITING = 1000
+
+
+class IdempotencyKeyReused(Conflict):
+    slug, title = "idempotency-key-reused", "Idempotency-Key reused"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an earlier job with the same Idempotency-Key
+
+
+async def submit(
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    kind: JobKind,
+    payload: BaseModel | dict[str, Any],
+    *,
+    org_id: str,
+    created_by: str | None,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Store a job and dispatch it now if its organization and queue have room.
+
+    Call inside the caller's `transaction(session)` when the job belongs with other writes (its
+    data): the row commits with them, and is handed to the executor only after the commit.
+    """
+    clock = dispatcher.clock
+    data = _validate(kind, payload).model_dump(mode="json")
+    request_hash = _request_hash(kind.name, data)
+    async with transaction(session):
+        if idempotency_key is not None:
+            earlier = await _by_idempotency_key(session, org_id, idempotency_key)
+            if earlier is not None:
+                return Submitted(_same_request(earlier, request_hash), created=False)
+        await dispatcher.lock_queue(session, kind.queue)
+        facts = await dispatcher.admission(session, org_id, kind.queue, plans.period_of(clock))
+        if facts is None:
+            raise NotFound(f"No organization {org_id}")
+        _check_compute_quota(facts)
+        org_room = facts.max_concurrent is None or facts.org_in_flight < facts.max_concurrent
+        queue_room = facts.queue_handed_over < dispatcher.window and not facts.queue_has_waiting
+        dispatch_now = org_room and queue_room
+        max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
+        if not dispatch_now and facts.org_waiting >= max_waiting:
+            raise TooManyRequests(
+                f"{facts.org_waiting} jobs of this organization are already waiting for a "
+                "slot; try again when some have started",
+                retry_after=30,
+                waiting=facts.org_waiting,
+                limit=max_waiting,
+            )
+        now = clock.now()
+        values = {
+            "id": new_id("job"),
+            "org_id": org_id,
+            "created_by": created_by,
+            "kind": kind.name,
+            "queue": kind.queue,
+            "payload": data,
+            "status": QUEUED,
+            "progress": 0.0,
+            "attempt": 0,
+            "max_attempts": kind.max_attempts,
+            "timeout_seconds": int(kind.timeout.total_seconds()),
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "compute_seconds": 0.0,
+            "revision": 0,
+            "created_at": now,
+            "dispatched_at": now if dispatch_now else None,
+        }
+        try:
+            # A Core INSERT: this is the hot path of every job, the ORM's unit of work is not
+            # needed for one row.
+            await session.execute(sql.INSERT, values)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # Another request with the same key won the race; answer with its job.
+            raise IdempotencyRace from None
+        if dispatch_now:
+            dispatcher.hand_over(
+                session, [Delivery(values["id"], kind.queue, values["timeout_seconds"])]
+            )
+    metrics.record_submitted(kind.name)
+    return Submitted(Job(**values), created=True)
+
+
+def _check_compute_quota(facts: Admission) -> None:
+    limit = facts.monthly_compute_seconds
+    if limit is not None and facts.compute_used + 1 > limit:
+        raise QuotaExceeded(
+            f"The {facts.plan_name} plan allows {limit} compute_seconds a month; "
+            f"{facts.compute_used} used so far",
+            meter="compute_seconds",
+            limit=limit,
+            used=facts.compute_used,
+        )
+
+
+class IdempotencyRace(Exception):
+    """Two requests with one Idempotency-Key at once; the loser reads the winner's job."""
+
+
+async def submit_idempotent(
+    session: AsyncSession, dispatcher: Dispatcher, kind: JobKind, payload: Any, **kwargs: Any
+) -> Submitted:
+    """`submit`, answering a concurrent duplicate with the job its twin created."""
+    try:
+        return await submit(session, dispatcher, kind, payload, **kwargs)
+    except IdempotencyRace:
+        earlier = await _by_idempotency_key(session, kwargs["org_id"], kwargs["idempotency_key"])
+        if earlier is None:  # pragma: no cover - the unique index says it exists
+            raise
+        data = _validate(kind, payload).model_dump(mode="json")
+        return Submitted(_same_request(earlier, _request_hash(kind.name, data)), created=False)
+
+
+def _validate(kind: JobKind, payload: BaseModel | dict[str, Any]) -> BaseModel:
+    if isinstance(payload, kind.payload):
+        return payload
+    try:
+        return kind.payload.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"Invalid payload for {kind.name}",
+            errors=[
+                {
+                    "pointer": "/payload/" + "/".join(str(p) for p in error["loc"]),
+                    "detail": error["msg"],
+                }
+                for error in exc.errors()
+            ],
+        ) from None
+
+
+def _request_hash(kind: str, data: dict[str, Any]) -> str:
+    canonical = json.dumps([kind, data], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _by_idempotency_key(session: AsyncSession, org_id: str, key: str) -> Job | None:
+    return await session.scalar(select(Job).where(Job.org_id == org_id, Job.idempotency_key == key))
+
+
+def _same_request(job: Job, request_hash: str) -> Job:
+    if job.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different request", job_id=job.id
+        )
+    return job
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+async def get(session: AsyncSession, principal: Principal, job_id: str) -> Job:
+    return await get_owned(session, Job, principal, job_id, what="job")
+
+
+async def list_jobs(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+) -> Page[Job]:
+    """The organization's jobs, newest first."""
+    query = org_select(Job, principal)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return await paginate(session, query.order_by(Job.created_at.desc(), Job.id.desc()), page)
+
+
+def all_jobs_query(
+    *, status: str | None = None, kind: str | None = None, org_id: str | None = None
+) -> Select[tuple[Job]]:
+    """Every organization's jobs, newest first (operators)."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if org_id is not None:
+        query = query.where(Job.org_id == org_id)
+    return query.order_by(Job.created_at.desc(), Job.id.desc())
+
+
+async def log_lines(
+    session: AsyncSession, job_id: str, *, after: int = 0, limit: int = 500
+) -> list[JobLogLine]:
+    return list(
+        await session.scalars(
+            select(JobLogLine)
+            .where(JobLogLine.job_id == job_id, JobLogLine.id > after)
+            .order_by(JobLogLine.id)
+            .limit(limit)
+        )
+    )
+
+
+async def load(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """`(queue, state, count)` of active jobs, state being waiting, dispatched or running."""
+    rows = await session.execute(
+        select(Job.queue, Job.status, Job.dispatched_at.is_(None), func.count())
+        .where(Job.status.in_(ACTIVE))
+        .group_by(Job.queue, Job.status, Job.dispatched_at.is_(None))
+    )
+    out: dict[tuple[str, str], int] = {}
+    for queue, status, waiting, count in rows.all():
+        name = "running" if status == RUNNING else ("waiting" if waiting else "dispatched")
+        out[(queue, name)] = out.get((queue, name), 0) + count
+    return [(q, s, c) for (q, s), c in out.items()]
+
+
+# ---- cancelling ----------------------------------------------------------------------------
+
+
+async def cancel(
+    session: AsyncSession, dispatcher: Dispatcher, principal: Principal, job_id: str
+) -> Job:
+    """Queued: cancelled now. Running: asked to stop (the handler checks cooperatively)."""
+    async with transaction(session):
+        job = await get(session, principal, job_id)
+        if job.status in TERMINAL:
+            raise Conflict(f"Job {job.id} already ended ({job.status})", status_now=job.status)
+        return await _cancel(session, dispatcher, job)
+
+
+async def _cancel(session: AsyncSession, dispatcher: Dispatcher, job: Job) -> Job:
+    now = dispatcher.clock.now()
+    stopped = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == QUEUED)
+        .values(status=CANCELLED, finished_at=now, revision=Job.revision + 1)
+        .returning(Job.id)
+    )
+    if stopped.one_or_none() is not None:
+        metrics.record_finished(job.kind, CANCELLED, None)
+        await dispatcher.release(session)
+    else:
+        await session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == RUNNING, Job.cancel_requested_at.is_(None))
+            .values(cancel_requested_at=now, revision=Job.revision + 1)
+        )
+    await session.refresh(job)
+    return job
+
+
+async def cancel_by_id(session: AsyncSession, dispatcher: Dispatcher, job_id: str) -> Job:
+    """Operators' cancel (CLI, admin): any organization's job."""
+    async with transaction(session):
+        job = await session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id}")
+        if job.status in TERMINAL:
+            raise Conflict(f"Job {job.id} already ended ({job.status})", status_now=job.status)
+        return await _cancel(session, dispatcher, job)
+
+
+async def waiting_count(session: AsyncSession, org_id: str) -> int:
+    return (
+        await session.scalar(
+            select(func.count()).select_from(Job).where(WAITING, Job.org_id == org_id)
+        )
+        or 0
+    )
