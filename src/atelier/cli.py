@@ -284,16 +284,30 @@ def worker(
         "default,ml,media"
     ),
     loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's job metrics for Prometheus on this port."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics port (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a Celery worker for Atelier's jobs (needs ATELIER_JOBS__EXECUTOR=celery)."""
     settings = _celery_settings()
-    from atelier.adapters.executors.celery import make_celery
+    if metrics_port is not None and not metrics.multiprocess_mode():
+        # Jobs run in child processes: their metrics go through shared files, chosen before
+        # prometheus_client loads, so start again with them.
+        _fresh_multiproc_dir(settings)
+        os.execv(sys.executable, [sys.executable, "-m", "atelier", *sys.argv[1:]])  # noqa: S606
+    from atelier.adapters.executors.celery import make_celery, serve_metrics
 
     unknown = set(queues.split(",")) - set(QUEUES)
     if unknown:
         errors.print(f"Unknown queue(s): {', '.join(sorted(unknown))}; known: {', '.join(QUEUES)}")
         raise typer.Exit(2)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one job per process; no oversubscription
+    if metrics_port is not None:
+        serve_metrics(metrics_port, metrics_host)
     make_celery(settings).worker_main(
         [
             "worker",

@@ -128,8 +128,10 @@ class Stack:
             time.sleep(0.1)
         return process
 
-    def worker(self) -> subprocess.Popen:
-        return self.spawn("worker", "--concurrency", "2", "--loglevel", "INFO", ready="ready.")
+    def worker(self, *extra: str) -> subprocess.Popen:
+        return self.spawn(
+            "worker", "--concurrency", "2", "--loglevel", "INFO", *extra, ready="ready."
+        )
 
     def scheduler(self) -> subprocess.Popen:
         return self.spawn("scheduler", ready="beat: Starting")
@@ -159,7 +161,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_api_worker_and_scheduler_run_jobs(stack):
-    stack.worker()
+    metrics_port = free_port()
+    stack.worker("--metrics-port", str(metrics_port))
     stack.scheduler()
     headers = sign_up(stack.api.url)
     jobs = [submit(stack.api.url, headers, "test.work", {"seconds": 0.2}) for _ in range(4)]
@@ -169,6 +172,9 @@ def test_api_worker_and_scheduler_run_jobs(stack):
     ready = httpx.get(stack.api.url + "/readiness", timeout=10).json()
     assert ready["checks"]["broker"]["status"] == "ok"
     assert ready["checks"]["broker"]["detail"].startswith("celery broker redis://")
+    worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    finished = 'atelier_jobs_finished_total{kind="test.work",status="succeeded"} 4.0'
+    assert finished in worker_metrics
 
 
 def test_a_worker_process_killed_mid_job_is_redone_once(stack, tmp_path):

@@ -118,8 +118,21 @@ class _WorkerState:
         return self._loop.run_until_complete(coroutine)
 
     def stop(self, **_: Any) -> None:
+        from atelier.core import metrics
+
         if self._loop is not None and self._runtime is not None:
             self._loop.run_until_complete(self._runtime.close())
+        metrics.mark_process_dead()
+
+
+def serve_metrics(port: int, host: str) -> None:
+    """Serve the job metrics of this worker's processes (merged from their shared files) on
+    `port`, from a thread of the worker's main process."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def _hard_exit() -> None:
