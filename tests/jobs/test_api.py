@@ -188,3 +188,18 @@ async def test_operators_list_every_organizations_jobs(client, alice, operator, 
     assert {j["org_id"] for j in listed.json()["items"]} >= {alice.org_id, mallory.org_id}
     refused = await client.get("/api/v1/admin/jobs", headers=alice.headers)
     assert refused.status_code == 403
+
+
+async def test_compute_seconds_are_metered_when_a_job_ends(client, alice, db_session):
+    from atelier.plans.models import Usage
+
+    job = (await submit(client, alice, "test.work", {"seconds": 1.2})).json()
+    assert job["status"] == "succeeded"
+    assert 1.2 <= job["compute_seconds"] < 3
+    metered = await db_session.scalar(
+        select(Usage.amount).where(Usage.org_id == alice.org_id, Usage.meter == "compute_seconds")
+    )
+    assert metered == 1  # whole seconds, rounded
+    usage = await client.get(f"/api/v1/orgs/{alice.org_id}/usage", headers=alice.headers)
+    meters = {m["meter"]: m["used"] for m in usage.json()["meters"]}
+    assert meters["compute_seconds"] == 1

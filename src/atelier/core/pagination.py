@@ -4,6 +4,7 @@ A router takes `params: PageParams` (query `?limit=&offset=`), the service calls
 `paginate(session, statement, params)` and returns a `Page[T]`.
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -31,6 +32,15 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    def map(self, convert: Callable[[T], Any]) -> "Page[Any]":
+        """The same page with each item converted (e.g. a row into what the API shows)."""
+        return Page(
+            items=[convert(item) for item in self.items],
+            total=self.total,
+            limit=self.limit,
+            offset=self.offset,
+        )
 
     @property
     def has_more(self) -> bool:

@@ -78,12 +78,7 @@ async def list_jobs(
 ):
     """The organization's jobs, newest first."""
     found = await service.list_jobs(session, principal, page, status=status, kind=kind)
-    return Page(
-        items=[JobRead.of(job) for job in found.items],
-        total=found.total,
-        limit=found.limit,
-        offset=found.offset,
-    )
+    return found.map(JobRead.of)
 
 
 @router.post(
@@ -274,10 +269,4 @@ async def admin_list_jobs(
 ):
     """Every organization's jobs, newest first (platform operators)."""
     query = service.all_jobs_query(status=status, kind=kind, org_id=org_id)
-    found = await paginate(session, query, page)
-    return Page(
-        items=[AdminJobRead.of(job) for job in found.items],
-        total=found.total,
-        limit=found.limit,
-        offset=found.offset,
-    )
+    return (await paginate(session, query, page)).map(AdminJobRead.of)

@@ -26,7 +26,7 @@ from atelier.core.principal import Principal
 from atelier.core.tenancy import get_owned, org_select
 from atelier.jobs import metrics
 from atelier.jobs import statements as sql
-from atelier.jobs.dispatch import WAITING, Admission, Dispatcher
+from atelier.jobs.dispatch import Admission, Dispatcher
 from atelier.jobs.executor import Delivery
 from atelier.jobs.models import (
     ACTIVE,
@@ -305,12 +305,3 @@ async def cancel_by_id(session: AsyncSession, dispatcher: Dispatcher, job_id: st
         if job.status in TERMINAL:
             raise Conflict(f"Job {job.id} already ended ({job.status})", status_now=job.status)
         return await _cancel(session, dispatcher, job)
-
-
-async def waiting_count(session: AsyncSession, org_id: str) -> int:
-    return (
-        await session.scalar(
-            select(func.count()).select_from(Job).where(WAITING, Job.org_id == org_id)
-        )
-        or 0
-    )

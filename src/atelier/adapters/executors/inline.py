@@ -15,12 +15,10 @@ class InlineExecutor:
 
     def __init__(self) -> None:
         self.runtime: Runtime | None = None  # set by `atelier.workers.build_runtime`
-        self.delivered: list[str] = []
 
     async def deliver(self, deliveries: list[Delivery]) -> None:
         assert self.runtime is not None, "InlineExecutor used before build_runtime()"
         for delivery in deliveries:
-            self.delivered.append(delivery.job_id)
             await self.runtime.run(delivery.job_id)
 
     async def ping(self) -> str:
