@@ -203,3 +203,12 @@ async def test_compute_seconds_are_metered_when_a_job_ends(client, alice, db_ses
     usage = await client.get(f"/api/v1/orgs/{alice.org_id}/usage", headers=alice.headers)
     meters = {m["meter"]: m["used"] for m in usage.json()["meters"]}
     assert meters["compute_seconds"] == 1
+
+
+async def test_queue_gauges_come_from_the_jobs_table(client, alice, db_session):
+    await make_job(db_session, alice.org_id, queue="ml")  # waiting for a slot
+    await make_job(db_session, alice.org_id, queue="ml", status="running")
+    metrics = (await client.get("/metrics")).text
+    assert 'atelier_jobs_queue_depth{queue="ml",state="waiting"} 1.0' in metrics
+    assert 'atelier_jobs_queued{queue="ml"} 1.0' in metrics
+    assert 'atelier_jobs_running{queue="ml"} 1.0' in metrics
