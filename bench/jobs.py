@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, 9)
 
 
+def shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -97,7 +102,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 # ---- bare Celery -----------------------------------------------------------------------------
 
 
-def bare_celery(jobs: int, singles: int, log_dir: Path) -> dict[str, float]:
+def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict[str, float]:
     from bench.bare_celery import app, noop
 
     r = redis.Redis.from_url(BROKER)
@@ -128,8 +133,13 @@ def bare_celery(jobs: int, singles: int, log_dir: Path) -> dict[str, float]:
         _wait_count(r, 1)
         r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
         begin = time.perf_counter()
-        for _ in range(jobs):
-            noop.apply_async(args=[0.0], queue="bare")
+        with ThreadPoolExecutor(submitters) as pool:
+            list(
+                pool.map(
+                    lambda n: [noop.apply_async(args=[0.0], queue="bare") for _ in range(n)],
+                    shares(jobs, submitters),
+                )
+            )
         _wait_count(r, jobs)
         throughput = jobs / (time.perf_counter() - begin)
         latencies = []
@@ -157,7 +167,9 @@ def _wait_count(r: redis.Redis, count: int, within: float = 120) -> None:
 # ---- Atelier -----------------------------------------------------------------------------------
 
 
-async def atelier_figures(settings: Settings, jobs: int, singles: int, executor) -> dict:
+async def atelier_figures(
+    settings: Settings, jobs: int, singles: int, submitters: int, executor
+) -> dict:
     runtime = build_runtime(settings, executor)
     if hasattr(executor, "start"):
         await executor.start()
@@ -173,15 +185,25 @@ async def atelier_figures(settings: Settings, jobs: int, singles: int, executor)
             )
         await _wait_jobs(runtime, [first.job.id])
         begin = time.perf_counter()
-        ids = []
-        async with runtime.sessionmaker() as session:
-            for _ in range(jobs):
-                submitted = await service.submit(
-                    session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
-                )
-                ids.append(submitted.job.id)
+        ids: list[str] = []
+
+        async def submit(count: int) -> None:
+            async with runtime.sessionmaker() as session:
+                for _ in range(count):
+                    submitted = await service.submit(
+                        session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
+                    )
+                    ids.append(submitted.job.id)
+
+        await asyncio.gather(*(submit(n) for n in shares(jobs, submitters)))
+        submitted_in = time.perf_counter() - begin
         await _wait_jobs(runtime, ids)
         throughput = jobs / (time.perf_counter() - begin)
+        print(
+            f"  {jobs} jobs submitted in {submitted_in:.2f} s, all ended in "
+            f"{jobs / throughput:.2f} s",
+            flush=True,
+        )
         latencies = []
         single_ids = []
         for _ in range(singles):
@@ -202,9 +224,9 @@ async def atelier_figures(settings: Settings, jobs: int, singles: int, executor)
         async with runtime.sessionmaker() as session:
             rows = (
                 await session.execute(
-                    select(Job.created_at, Job.started_at, Job.finished_at).where(
-                        Job.id.in_(single_ids)
-                    )
+                    select(Job.created_at, Job.started_at, Job.finished_at)
+                    .where(Job.id.in_(single_ids))
+                    .order_by(Job.created_at)
                 )
             ).all()
         claim_ms = statistics.median((s - c).total_seconds() * 1000 for c, s, _ in rows)
@@ -280,6 +302,13 @@ async def drop_database(server_url: str, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument(
+        "--submitters",
+        type=int,
+        default=1,
+        help="Concurrent submitters in the throughput run (threads for bare Celery, tasks with "
+        "a session each for Atelier, as concurrent requests would be).",
+    )
     parser.add_argument("--singles", type=int, default=200)
     parser.add_argument(
         "--database",
@@ -294,7 +323,7 @@ def main() -> None:
     url, name = asyncio.run(fresh_database(server))
     results = {}
     try:
-        results["bare Celery"] = bare_celery(args.jobs, args.singles, log_dir)
+        results["bare Celery"] = bare_celery(args.jobs, args.singles, args.submitters, log_dir)
         print("bare Celery", results["bare Celery"], flush=True)
         redis.Redis.from_url(BROKER).flushdb()
         env = env_for(url)
@@ -310,7 +339,11 @@ def main() -> None:
 
             results["Atelier, Celery executor"] = asyncio.run(
                 atelier_figures(
-                    settings, args.jobs, args.singles, CeleryExecutor(settings, app=None)
+                    settings,
+                    args.jobs,
+                    args.singles,
+                    args.submitters,
+                    CeleryExecutor(settings, app=None),
                 )
             )
             print("Atelier, Celery", results["Atelier, Celery executor"], flush=True)
@@ -325,7 +358,7 @@ def main() -> None:
             {**env, "ATELIER_JOBS__EXECUTOR": "local", "ATELIER_JOBS__CONCURRENCY": str(WORKERS)}
         )
         results["Atelier, local executor"] = asyncio.run(
-            atelier_figures(local, args.jobs, args.singles, LocalExecutor(local))
+            atelier_figures(local, args.jobs, args.singles, args.submitters, LocalExecutor(local))
         )
     finally:
         asyncio.run(drop_database(server, name))

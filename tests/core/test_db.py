@@ -1,10 +1,24 @@
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
+from atelier.core import db
 from atelier.core.db import (
+    StatementConnection,
     UTCDateTime,
     create_engine,
     create_sessionmaker,
@@ -160,3 +174,124 @@ async def test_sqlite_readers_never_wait_and_writers_queue(tmp_path):
             assert await count(reader) == 2
     finally:
         await engine.dispose()
+
+
+# ---- one-statement connections and idle pings ------------------------------------------------
+
+
+@pytest.fixture
+async def own_engine(database_url):
+    """An engine of the test's own with a committed scratch table (statement connections
+    commit, so they cannot run inside the test's rolled-back transaction)."""
+    engine = create_engine(database_url)
+    table = Table(
+        f"test_counters_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("n", Integer, nullable=False),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(table.metadata.create_all)
+        await connection.execute(table.insert().values(id=1, n=0))
+    yield engine, table
+    async with engine.begin() as connection:
+        await connection.run_sync(table.metadata.drop_all)
+    await engine.dispose()
+
+
+def bump(table):
+    return update(table).where(table.c.id == 1).values(n=table.c.n + 1).returning(table.c.n)
+
+
+async def test_a_statement_connection_commits_each_statement_at_once(own_engine):
+    engine, table = own_engine
+    statements = StatementConnection(engine)
+    try:
+        assert (await statements.one_or_none(bump(table)))[0] == 1
+        assert await statements.one_or_none(bump(table).where(table.c.id == 2)) is None
+        # Another connection sees the write: nothing waits for a commit.
+        async with engine.connect() as other:
+            assert await other.scalar(select(table.c.n)) == 1
+        # A failing statement changes nothing and leaves the connection usable.
+        with pytest.raises(IntegrityError):
+            await statements.one_or_none(table.insert().values(id=1, n=5))
+        assert (await statements.one_or_none(bump(table)))[0] == 2
+    finally:
+        await statements.close()
+
+
+async def postgres_pid(connection) -> int:
+    return await connection.scalar(text("SELECT pg_backend_pid()"))
+
+
+async def terminate(engine, pid: int) -> None:
+    """Have the server close a connection (from a connection outside the engine's pool)."""
+    admin = create_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await admin.dispose()
+
+
+async def test_a_statement_connection_replaces_a_connection_the_server_closed(own_engine):
+    engine, table = own_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server that can close connections")
+    statements = StatementConnection(engine)
+    try:
+        await statements.one_or_none(bump(table))
+        held = statements._connection
+        await terminate(engine, await postgres_pid(held))
+        # The statement fails on the dead connection, then runs once on a new one.
+        assert (await statements.one_or_none(bump(table)))[0] == 2
+        assert statements._connection is not held
+    finally:
+        await statements.close()
+
+
+async def test_a_relaxed_statement_connection_keeps_its_setting_to_itself(own_engine):
+    engine, table = own_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("synchronous_commit is a PostgreSQL setting")
+    statements = StatementConnection(engine, durable=False)
+    try:
+        await statements.one_or_none(bump(table))
+        setting = await statements._connection.scalar(text("SHOW synchronous_commit"))
+        assert setting == "off"
+    finally:
+        await statements.close()
+    # Its connection left the pool: every pooled one still commits durably.
+    async with engine.connect() as a, engine.connect() as b:
+        assert {await c.scalar(text("SHOW synchronous_commit")) for c in (a, b)} == {"on"}
+
+
+async def test_an_idle_pooled_connection_is_tested_before_use(own_engine, monkeypatch):
+    engine, _ = own_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server that can close connections")
+    async with engine.connect() as connection:
+        pid = await postgres_pid(connection)
+    await terminate(engine, pid)  # the pooled connection is now dead
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    async with engine.connect() as connection:
+        # The ping found it dead; the pool handed out a new connection instead.
+        assert await postgres_pid(connection) != pid
+
+
+async def test_only_connections_idle_for_a_while_are_pinged(own_engine, monkeypatch):
+    engine, _ = own_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("pings are for PostgreSQL")
+    pings = []
+    real_ping = db._ping
+    monkeypatch.setattr(db, "_ping", lambda c: (pings.append(c), real_ping(c)))
+    for _ in range(3):  # a new connection, then the same one again at once
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    assert pings == []
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.05)
+    await asyncio.sleep(0.1)
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    assert len(pings) == 1

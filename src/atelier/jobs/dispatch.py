@@ -44,7 +44,6 @@ class Admission:
     monthly_compute_seconds: int | None
     compute_used: int
     org_in_flight: int
-    org_waiting: int
     queue_handed_over: int
     queue_has_waiting: bool
 
@@ -62,6 +61,8 @@ class Dispatcher:
         self.executor = executor
         self.clock = clock
         self.window = window
+        # Queues whose last submit here had to wait: the next one takes the lock at once.
+        self.contended: set[str] = set()
 
     # ---- counting ------------------------------------------------------------------------
 
@@ -70,13 +71,24 @@ class Dispatcher:
     ) -> Admission | None:
         """The organization's plan and load, and its queue's; None if no such organization."""
         params = {"p_org": org_id, "p_queue": queue, "p_period": period}
-        row = (await session.execute(sql.ADMISSION, params)).one_or_none()
+        # On the session's connection: the same transaction, without the ORM's per-call work.
+        connection = await session.connection()
+        row = (await connection.execute(sql.ADMISSION, params)).one_or_none()
         return None if row is None else Admission(*row[:-1], bool(row[-1]))
 
-    async def lock_queue(self, session: AsyncSession, queue: str) -> None:
-        """Serialize dispatch decisions in one queue (PostgreSQL; SQLite has one writer)."""
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(sql.LOCK, {"key": f"atelier.jobs:{queue}"})
+    async def org_waiting(self, session: AsyncSession, org_id: str, cap: int) -> int:
+        """The organization's waiting jobs, counted up to `cap`."""
+        connection = await session.connection()
+        return await connection.scalar(sql.ORG_WAITING, {"p_org": org_id, "p_cap": cap}) or 0
+
+    async def lock_queue(self, session: AsyncSession, queue: str) -> bool:
+        """Serialize dispatch decisions in one queue: False where there is no need (SQLite has
+        one writer at a time, and a unit of work begins as the writer)."""
+        if session.get_bind().dialect.name != "postgresql":
+            return False
+        connection = await session.connection()
+        await connection.execute(sql.LOCK, {"key": f"atelier.jobs:{queue}"})
+        return True
 
     # ---- dispatching ---------------------------------------------------------------------
 

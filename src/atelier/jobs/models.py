@@ -46,7 +46,10 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_jobs_org_created", "org_id", "created_at"),
-        Index("ix_jobs_status_queue", "status", "queue"),
+        # The dispatcher's counts (jobs in flight per organization, handed over per queue)
+        # range-scan active jobs only, however long the history.
+        Index("ix_jobs_status_queue", "status", "queue", "dispatched_at"),
+        Index("ix_jobs_org_status", "org_id", "status", "dispatched_at"),
         # The dispatcher's question, "what is waiting for a slot?", stays cheap when nothing is.
         Index(
             "ix_jobs_waiting",

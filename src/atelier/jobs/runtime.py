@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.core.blobs import BlobStore, org_key
 from atelier.core.clock import Clock
-from atelier.core.db import transaction
+from atelier.core.db import StatementConnection, transaction
 from atelier.jobs import metrics
 from atelier.jobs import statements as sql
 from atelier.jobs.dispatch import Dispatcher
@@ -80,8 +80,16 @@ class Runtime:
     # One database operation at a time (inline runs sharing the caller's connection): no
     # heartbeat task, no release alongside the handler; progress is written at the end.
     serial: bool = False
+    # Claims and ends: one statement each, on a connection of their own, committed without
+    # waiting for the disk: a database crash that loses one leaves the job `running` with a
+    # stale heartbeat or `queued` and dispatched, which the sweeper recovers (docs/jobs.md).
+    statements: StatementConnection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.statements = StatementConnection(self.engine, durable=False)
 
     async def close(self) -> None:
+        await self.statements.close()
         await self.engine.dispose()
 
     async def run(self, job_id: str) -> str | None:
@@ -98,8 +106,7 @@ class Runtime:
     async def _claim(self, job_id: str) -> Claim | None:
         now = self.clock.now()
         params = {"p_job_id": job_id, "p_now": now, "p_worker": self.worker_name[:255]}
-        async with self.sessionmaker() as session, transaction(session):
-            row = (await session.execute(sql.CLAIM, params)).one_or_none()
+        row = await self._write(sql.CLAIM, params)
         if row is None:
             log.debug("job_not_claimed", job_id=job_id)
             return None
@@ -325,25 +332,35 @@ class Runtime:
         else:
             statement = sql.FINISH
             params.update(p_status=outcome.status, p_result=outcome.result)
-        async with self.sessionmaker() as session, transaction(session):
-            if ctx.has_reports():
-                await self._flush(session, ctx)
-                if ctx.lost:
-                    return None
-            done = (await session.execute(statement, params)).one_or_none()
+        metered = round(seconds)
+        if metered == 0 and not ctx.has_reports():
+            # Most jobs: the end is one statement; releasing waiting jobs, if it frees a slot
+            # for them, follows in its own transaction (the sweeper would redo a failed one).
+            done = await self._write(statement, params)
             if done is None:
                 ctx.lost = True
                 return None
-            metered = round(seconds)
-            if metered > 0:
-                await plans.record(
-                    session, ctx.org_id, "compute_seconds", metered, clock=self.clock
-                )
-            # Ending freed a slot of the organization's concurrent-jobs limit (or a retry
-            # waits): release the organization's waiting jobs, if any.
-            # (PostgreSQL evaluates the EXISTS before this row changed: a retry asks itself.)
             if done[0] or outcome.status == QUEUED:
-                await self.dispatcher.release(session)
+                await self._release(None)
+        else:
+            async with self.sessionmaker() as session, transaction(session):
+                if ctx.has_reports():
+                    await self._flush(session, ctx)
+                    if ctx.lost:
+                        return None
+                done = (await session.execute(statement, params)).one_or_none()
+                if done is None:
+                    ctx.lost = True
+                    return None
+                if metered > 0:
+                    await plans.record(
+                        session, ctx.org_id, "compute_seconds", metered, clock=self.clock
+                    )
+                # Ending freed a slot of the organization's concurrent-jobs limit (or a retry
+                # waits): release the organization's waiting jobs, if any. (PostgreSQL
+                # evaluates the EXISTS before this row changed: a retry asks itself.)
+                if done[0] or outcome.status == QUEUED:
+                    await self.dispatcher.release(session)
         if outcome.status == QUEUED:
             log.info("job_retry_scheduled", kind=ctx.kind, attempt=ctx.attempt)
         else:
@@ -353,7 +370,14 @@ class Runtime:
             )
         return outcome.status
 
-    async def _release(self, queue: str) -> None:
+    async def _write(self, statement: Any, params: dict[str, Any]) -> Any:
+        """One write on the hot path: its returned row, or None."""
+        if self.serial:  # through the caller's sessions (inline runs share their connection)
+            async with self.sessionmaker() as session, transaction(session):
+                return (await session.execute(statement, params)).one_or_none()
+        return await self.statements.one_or_none(statement, params)
+
+    async def _release(self, queue: str | None) -> None:
         try:
             async with self.sessionmaker() as session, transaction(session):
                 await self.dispatcher.release(session, queue)

@@ -77,30 +77,45 @@ async def submit(
             earlier = await _by_idempotency_key(session, org_id, idempotency_key)
             if earlier is not None:
                 return Submitted(_same_request(earlier, request_hash), created=False)
-        await dispatcher.lock_queue(session, kind.queue)
-        facts = await dispatcher.admission(session, org_id, kind.queue, plans.period_of(clock))
+        period = plans.period_of(clock)
+        queue = kind.queue
+        # Without a concurrent-jobs limit and with room in the queue's window, the job goes at
+        # once, without the queue's lock: concurrent submits may then overfill the window by a
+        # few, which only a soft bound suffers. Any other decision is taken under the lock, so
+        # it cannot miss a slot freed meanwhile (a job left waiting with nothing to release it).
+        # Where the last submit to this queue had to wait, the lock is taken first.
+        locked = queue in dispatcher.contended and await dispatcher.lock_queue(session, queue)
+        facts = await dispatcher.admission(session, org_id, queue, period)
         if facts is None:
             raise NotFound(f"No organization {org_id}")
         _check_compute_quota(facts)
+        lock_free = facts.max_concurrent is None and _queue_room(facts, dispatcher)
+        if not locked and not lock_free and await dispatcher.lock_queue(session, queue):
+            facts = await dispatcher.admission(session, org_id, queue, period)
+            assert facts is not None
         org_room = facts.max_concurrent is None or facts.org_in_flight < facts.max_concurrent
-        queue_room = facts.queue_handed_over < dispatcher.window and not facts.queue_has_waiting
-        dispatch_now = org_room and queue_room
-        max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
-        if not dispatch_now and facts.org_waiting >= max_waiting:
-            raise TooManyRequests(
-                f"{facts.org_waiting} jobs of this organization are already waiting for a "
-                "slot; try again when some have started",
-                retry_after=30,
-                waiting=facts.org_waiting,
-                limit=max_waiting,
-            )
+        dispatch_now = org_room and _queue_room(facts, dispatcher)
+        if dispatch_now:
+            dispatcher.contended.discard(queue)
+        else:
+            dispatcher.contended.add(queue)
+            max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
+            waiting = await dispatcher.org_waiting(session, org_id, max_waiting)
+            if waiting >= max_waiting:
+                raise TooManyRequests(
+                    f"{waiting} jobs of this organization are already waiting for a slot; "
+                    "try again when some have started",
+                    retry_after=30,
+                    waiting=waiting,
+                    limit=max_waiting,
+                )
         now = clock.now()
         values = {
             "id": new_id("job"),
             "org_id": org_id,
             "created_by": created_by,
             "kind": kind.name,
-            "queue": kind.queue,
+            "queue": queue,
             "payload": data,
             "status": QUEUED,
             "progress": 0.0,
@@ -115,9 +130,9 @@ async def submit(
             "dispatched_at": now if dispatch_now else None,
         }
         try:
-            # A Core INSERT: this is the hot path of every job, the ORM's unit of work is not
-            # needed for one row.
-            await session.execute(sql.INSERT, values)
+            # A Core INSERT on the session's connection: this is the hot path of every job, the
+            # ORM's unit of work is not needed for one row.
+            await (await session.connection()).execute(sql.INSERT, values)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -125,10 +140,14 @@ async def submit(
             raise IdempotencyRace from None
         if dispatch_now:
             dispatcher.hand_over(
-                session, [Delivery(values["id"], kind.queue, values["timeout_seconds"])]
+                session, [Delivery(values["id"], queue, values["timeout_seconds"])]
             )
     metrics.record_submitted(kind.name)
     return Submitted(Job(**values), created=True)
+
+
+def _queue_room(facts: Admission, dispatcher: Dispatcher) -> bool:
+    return facts.queue_handed_over < dispatcher.window and not facts.queue_has_waiting
 
 
 def _check_compute_quota(facts: Admission) -> None:
