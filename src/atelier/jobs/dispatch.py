@@ -77,7 +77,7 @@ class Dispatcher:
         return None if row is None else Admission(*row[:-1], bool(row[-1]))
 
     async def org_waiting(self, session: AsyncSession, org_id: str, cap: int) -> int:
-        """The organization's waiting jobs, counted up to `cap`."""
+        """The organization's waiting jobs, counted up to its plan's cap (`cap` if it has none)."""
         connection = await session.connection()
         return await connection.scalar(sql.ORG_WAITING, {"p_org": org_id, "p_cap": cap}) or 0
 

@@ -83,8 +83,13 @@ async def submit(
         # once, without the queue's lock: concurrent submits may then overfill the window by a
         # few, which only a soft bound suffers. Any other decision is taken under the lock, so
         # it cannot miss a slot freed meanwhile (a job left waiting with nothing to release it).
-        # Where the last submit to this queue had to wait, the lock is taken first.
-        locked = queue in dispatcher.contended and await dispatcher.lock_queue(session, queue)
+        # Where the last submit to this queue had to wait, this one likely waits too: its
+        # organization's waiting jobs are counted (for the cap, a soft bound) before the lock,
+        # so the lock is not held through the count, and the lock is taken before deciding.
+        waiting = None
+        if queue in dispatcher.contended:
+            waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
+        locked = waiting is not None and await dispatcher.lock_queue(session, queue)
         facts = await dispatcher.admission(session, org_id, queue, period)
         if facts is None:
             raise NotFound(f"No organization {org_id}")
@@ -100,7 +105,8 @@ async def submit(
         else:
             dispatcher.contended.add(queue)
             max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
-            waiting = await dispatcher.org_waiting(session, org_id, max_waiting)
+            if waiting is None:
+                waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
             if waiting >= max_waiting:
                 raise TooManyRequests(
                     f"{waiting} jobs of this organization are already waiting for a slot; "

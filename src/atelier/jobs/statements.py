@@ -161,11 +161,16 @@ ADMISSION = (
     .where(_orgs.id == bindparam("p_org"))
 )
 
-# How many of the organization's jobs wait, counted up to `p_cap` only: a queue flooded with
-# waiting jobs must not make each further submit slower.
-_waiting = (
-    select(job.id).where(job.org_id == bindparam("p_org"), WAITING).limit(bindparam("p_cap"))
-).subquery()
+# How many of the organization's jobs wait, counted up to its plan's cap only (`p_cap` where
+# the plan sets none): a queue flooded with waiting jobs must not make each submit slower.
+_cap = (
+    select(func.coalesce(_plans.max_waiting_jobs, bindparam("p_cap")))
+    .select_from(Organization.__table__)
+    .join(Plan.__table__, _plans.id == _orgs.plan_id)
+    .where(_orgs.id == bindparam("p_org"))
+    .scalar_subquery()
+)
+_waiting = (select(job.id).where(job.org_id == bindparam("p_org"), WAITING).limit(_cap)).subquery()
 ORG_WAITING = select(func.count()).select_from(_waiting)
 
 INSERT = jobs.insert()
