@@ -49,8 +49,10 @@ migrate_app = typer.Typer(help="Apply or inspect database migrations.", no_args_
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator tasks: accounts and organizations.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and manage background jobs.", no_args_is_help=True)
+storage_app = typer.Typer(help="Check the blob store against the database.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(storage_app, name="storage")
 app.add_typer(config_app, name="config")
 app.add_typer(admin_app, name="admin")
 
@@ -434,6 +436,50 @@ def jobs_run_periodic(
 
     result = _with_engine(settings, run)
     console.print(f"{name}: {json.dumps(result, default=str)}", markup=False)
+
+
+@storage_app.command("check")
+def storage_check(
+    examples: Annotated[int, typer.Option(help="Keys shown per kind of mismatch.", min=0)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Compare stored-blob rows with the store's objects; exit 1 on any mismatch.
+
+    Reads only (one stat per row: run it off-peak on a remote store). Objects without rows
+    younger than the garbage collector's grace period may be uploads in flight.
+    """
+    from dataclasses import asdict
+
+    from atelier.adapters.blobs import create_blob_store
+    from atelier.storage.integrity import integrity_report
+
+    settings = load_settings()
+    store = create_blob_store(
+        settings.storage, secret=settings.secret_key.get_secret_value(), clock=SystemClock()
+    )
+
+    async def run(engine: AsyncEngine):
+        async with create_sessionmaker(engine)() as session:
+            return await integrity_report(session, store, examples=examples)
+
+    report = _with_engine(settings, run)
+    if as_json:
+        console.print_json(json.dumps({**asdict(report), "ok": report.ok}))
+    else:
+        console.print(
+            f"{report.rows_checked} rows and {report.objects_checked} objects checked.",
+            markup=False,
+        )
+        for label, finding in (
+            ("rows whose object is missing", report.rows_without_objects),
+            ("rows whose object has another size", report.size_mismatches),
+            ("objects without a row", report.objects_without_rows),
+        ):
+            console.print(f"{finding.count} {label}", markup=False)
+            for key in finding.examples:
+                console.print(f"  {key}", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _cli_runtime(settings: Settings, engine: AsyncEngine):

@@ -9,8 +9,9 @@ import importlib
 from atelier.jobs import periodic as jobs_periodic
 from atelier.jobs.registry import Registry, registry
 from atelier.ops import jobs as ops_jobs
+from atelier.storage import jobs as storage_jobs
 
-DOMAIN_JOBS = (jobs_periodic, ops_jobs)
+DOMAIN_JOBS = (jobs_periodic, ops_jobs, storage_jobs)
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> Registry:

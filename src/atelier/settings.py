@@ -153,6 +153,18 @@ class StorageSettings(BaseModel):
         description="Objects larger than this are sent in parts of this size (5 MiB at least).",
     )
 
+    gc_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the garbage collector looks for objects without a row.",
+    )
+    gc_grace_seconds: float = Field(
+        default=86400.0,
+        ge=60,
+        description="How long an object must have been without a row before it is deleted "
+        "(uploads in flight and crashed ones look alike until then).",
+    )
+
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> StorageSettings:
         if self.backend == "s3" and not self.s3_bucket:

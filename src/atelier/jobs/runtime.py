@@ -468,7 +468,11 @@ class JobContext:
         return self._runtime.sessionmaker()
 
     def output_key(self, *parts: str) -> str:
-        """A storage key for this job's output; the same on every attempt (idempotent writes)."""
+        """A storage key for this job's output; the same on every attempt (idempotent writes).
+
+        Record what is written there as a stored blob (`storage.service`) before the job ends:
+        the garbage collector deletes objects that stay without a row past its grace period.
+        """
         return org_key(self.org_id, "jobs", self.job_id, *parts)
 
     def fence(self) -> tuple[Any, ...]:
