@@ -37,7 +37,15 @@ async def victim_ids(client, db_session, alice) -> dict[str, str]:
         headers=alice.headers,
     )
     job = await make_job(db_session, alice.org_id)
+    dataset = await client.post(
+        "/api/v1/datasets",
+        files={"file": ("victim.csv", b"a,b\n1,2\n3,4\n", "text/csv")},
+        headers=alice.headers,
+    )
+    assert dataset.status_code == 201, dataset.text
     return {
+        "dataset_id": dataset.json()["dataset"]["id"],
+        "number": "1",
         "org_id": alice.org_id,
         "job_id": job.id,
         "user_id": member.id,

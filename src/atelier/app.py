@@ -33,6 +33,7 @@ from atelier.core.middleware import (
 )
 from atelier.core.ratelimit import RateLimiter
 from atelier.core.uploads import upload_limit
+from atelier.datasets import router as datasets
 from atelier.identity import admin_router, sso_router
 from atelier.identity import router as identity
 from atelier.identity.oidc import OidcClient
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, embedded_workers: bool = False) -> FastAPI
         jobs.router,
         jobs.kinds_router,
         jobs.admin_router,
+        datasets.router,
         web_router,
         web_account.router,
     )

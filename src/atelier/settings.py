@@ -249,6 +249,29 @@ def _rate_limit(value: str) -> str:
 RateLimitText = Annotated[str, AfterValidator(_rate_limit)]
 
 
+class DatasetsSettings(BaseModel):
+    """What an uploaded table may hold, and how much of it is profiled."""
+
+    max_rows: int = Field(
+        default=10_000_000, ge=1, description="Rows a dataset version may have (more: 422)."
+    )
+    max_columns: int = Field(
+        default=2_000, ge=1, description="Columns a dataset version may have (more: 422)."
+    )
+    max_xlsx_uncompressed_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="What the parts of an .xlsx file may expand to (a zip bomb is refused "
+        "before anything is decompressed).",
+    )
+    profile_sample_rows: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="Larger tables have their distributions profiled on a random sample of "
+        "this many rows; counts (missing, distinct, min, max) stay exact.",
+    )
+
+
 class HttpSettings(BaseModel):
     """What the HTTP layer accepts and which headers it sends."""
 
@@ -433,6 +456,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    datasets: DatasetsSettings = Field(default_factory=DatasetsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
