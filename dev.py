@@ -40,7 +40,8 @@ def uv() -> str:
 
 
 def sync(*, dev: bool) -> None:
-    command = [uv(), "sync", "--locked", "--python", sys.executable, "--extra", "postgres"]
+    command = [uv(), "sync", "--locked", "--python", sys.executable]
+    command += ["--extra", "postgres", "--extra", "ml"]
     # Bytecode compiled once at install: where PYTHONDONTWRITEBYTECODE is set, every process
     # (each worker, each CLI call) would otherwise compile every module again (~5 s).
     command += ["--compile-bytecode"]

@@ -20,6 +20,7 @@ from atelier.adapters.executors.inline import InlineExecutor, NoExecutor
 from atelier.adapters.executors.local import LocalExecutor
 from atelier.adapters.mail import LogMailer, SmtpMailer
 from atelier.audit import router as audit
+from atelier.automl import router as automl
 from atelier.core import logging as core_logging
 from atelier.core import metrics, problems
 from atelier.core.clock import SystemClock
@@ -135,6 +136,7 @@ def create_app(settings: Settings, *, embedded_workers: bool = False) -> FastAPI
         jobs.kinds_router,
         jobs.admin_router,
         datasets.router,
+        automl.router,
         web_router,
         web_account.router,
     )

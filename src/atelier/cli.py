@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from atelier import __version__, job_kinds
 from atelier.app import create_app
+from atelier.automl import commands as automl_commands
 from atelier.core import logging as core_logging
 from atelier.core import metrics
 from atelier.core.clock import SystemClock
@@ -53,6 +54,7 @@ storage_app = typer.Typer(help="Check the blob store against the database.", no_
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(storage_app, name="storage")
+app.add_typer(automl_commands.app, name="automl")
 app.add_typer(config_app, name="config")
 app.add_typer(admin_app, name="admin")
 

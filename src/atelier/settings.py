@@ -272,6 +272,17 @@ class DatasetsSettings(BaseModel):
     )
 
 
+class AutomlSettings(BaseModel):
+    """AutoML runs: how long a search may take."""
+
+    max_budget_seconds: int = Field(
+        default=3600, ge=10, description="The longest time budget a run may ask for."
+    )
+    default_budget_seconds: int = Field(
+        default=60, ge=10, description="The time budget of a run that names none."
+    )
+
+
 class HttpSettings(BaseModel):
     """What the HTTP layer accepts and which headers it sends."""
 
@@ -457,6 +468,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     datasets: DatasetsSettings = Field(default_factory=DatasetsSettings)
+    automl: AutomlSettings = Field(default_factory=AutomlSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

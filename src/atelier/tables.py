@@ -4,6 +4,7 @@ Each domain that adds a `models.py` is imported here explicitly; nothing registe
 """
 
 from atelier.audit import models as audit_models
+from atelier.automl import models as automl_models
 from atelier.core.db import Base
 from atelier.datasets import models as datasets_models
 from atelier.identity import models as identity_models
@@ -19,4 +20,5 @@ DOMAIN_MODELS = (
     storage_models,
     jobs_models,
     datasets_models,
+    automl_models,
 )

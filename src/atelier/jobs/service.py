@@ -74,7 +74,7 @@ async def submit(
     request_hash = _request_hash(kind.name, data)
     async with transaction(session):
         if idempotency_key is not None:
-            earlier = await _by_idempotency_key(session, org_id, idempotency_key)
+            earlier = await by_idempotency_key(session, org_id, idempotency_key)
             if earlier is not None:
                 return Submitted(_same_request(earlier, request_hash), created=False)
         period = plans.period_of(clock)
@@ -179,7 +179,7 @@ async def submit_idempotent(
     try:
         return await submit(session, dispatcher, kind, payload, **kwargs)
     except IdempotencyRace:
-        earlier = await _by_idempotency_key(session, kwargs["org_id"], kwargs["idempotency_key"])
+        earlier = await by_idempotency_key(session, kwargs["org_id"], kwargs["idempotency_key"])
         if earlier is None:  # pragma: no cover - the unique index says it exists
             raise
         data = _validate(kind, payload).model_dump(mode="json")
@@ -209,7 +209,7 @@ def _request_hash(kind: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _by_idempotency_key(session: AsyncSession, org_id: str, key: str) -> Job | None:
+async def by_idempotency_key(session: AsyncSession, org_id: str, key: str) -> Job | None:
     return await session.scalar(select(Job).where(Job.org_id == org_id, Job.idempotency_key == key))
 
 

@@ -1,0 +1,208 @@
+"""The `automl.train` job: run the search of an AutoML run, reporting as it goes.
+
+A re-run (after a lost worker) starts the search again from the same seed and overwrites the
+run's leaderboard and results: the job is idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import exists, select, update
+
+from atelier.automl.models import AutomlRun
+from atelier.automl.service import TRAIN_KIND
+from atelier.core.blobs import BlobStore
+from atelier.datasets.models import DatasetVersion
+from atelier.jobs.models import RUNNING, Job
+from atelier.jobs.registry import registry
+from atelier.jobs.runtime import JobContext
+from atelier.storage.models import StoredBlob
+
+LEADERBOARD_EVERY_SECONDS = 2.0
+
+
+class TrainPayload(BaseModel):
+    run_id: str = Field(max_length=40)
+
+
+class RunGone(Exception):
+    """The run, or the dataset version it learns from, no longer exists."""
+
+
+@registry.kind(
+    TRAIN_KIND, payload=TrainPayload, queue="ml", timeout=timedelta(hours=2), max_attempts=2
+)
+def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
+    """Search models for an AutoML run within its time budget; record the leaderboard and the
+    results (holdout metrics, dropped columns, feature importance) on the run."""
+    import pyarrow.parquet as pq
+
+    from atelier.automl.engine import TrainConfig
+    from atelier.automl.engine import train as search
+    from atelier.automl.report import build_report
+
+    run = ctx.call(_load(ctx, payload.run_id))
+    config = TrainConfig(
+        target=run["target"],
+        task=run["task"],
+        metric=run["metric"],
+        budget_seconds=run["budget_seconds"],
+        seed=run["seed"],
+        exclude=tuple(run["exclude"]),
+    )
+    with tempfile.TemporaryDirectory(prefix="automl-") as folder:
+        path = Path(folder) / "table.parquet"
+        ctx.call(_download(ctx.blobs, run["parquet_key"], path))
+        table = pq.read_table(path)
+    ctx.log(f"{table.num_rows} rows, {table.num_columns} columns, {config.budget_seconds:g} s")
+    saved_at = [0.0]
+
+    def on_progress(progress: Any) -> None:
+        fraction = progress.elapsed_seconds / progress.budget_seconds
+        ctx.progress(min(fraction, 0.99), progress.message)
+        now = time.monotonic()
+        if now - saved_at[0] >= LEADERBOARD_EVERY_SECONDS:
+            saved_at[0] = now
+            ctx.call(_save(ctx, payload.run_id, leaderboard=plain(progress.leaderboard)))
+
+    result = search(table, config, on_progress=on_progress, should_stop=lambda: ctx.cancelled)
+    ctx.check_cancelled()
+    results = results_of(result)
+    report = build_report(
+        {
+            "id": payload.run_id,
+            "dataset_name": run["dataset_name"],
+            "dataset_version": run["dataset_version"],
+            "target": config.target,
+            "budget_seconds": config.budget_seconds,
+            "seed": config.seed,
+        },
+        {"rows": table.num_rows, "columns": table.num_columns},
+        result,
+    )
+    ctx.call(
+        _save(
+            ctx,
+            payload.run_id,
+            leaderboard=plain(result.leaderboard),
+            results=results,
+            report=report,
+            task=result.task,
+            metric=result.metric,
+            finished=True,
+        )
+    )
+    ctx.log(f"best {result.metric} {result.cv_score:.4f} (cross-validated)")
+    return {
+        "run_id": payload.run_id,
+        "task": result.task,
+        "metric": result.metric,
+        "cv_score": results["cv_score"],
+        "holdout_metrics": results["holdout_metrics"],
+    }
+
+
+def results_of(result: Any) -> dict[str, Any]:
+    """What the run keeps of a search's result (JSON; the holdout predictions go to the
+    report, not to the row)."""
+    return plain(
+        {
+            "cv_score": result.cv_score,
+            "holdout_metrics": result.holdout_metrics,
+            "classes": result.classes,
+            "ensemble": result.ensemble,
+            "dropped_columns": result.dropped_columns,
+            "preprocessing": result.preprocessing,
+            "feature_importance": result.feature_importance,
+            "score_over_time": result.score_over_time,
+            "elapsed_seconds": result.elapsed_seconds,
+            "library_versions": result.library_versions,
+        }
+    )
+
+
+def plain(value: Any) -> Any:
+    """JSON-able: numpy scalars and arrays as Python values, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+async def _load(ctx: JobContext, run_id: str) -> dict[str, Any]:
+    async with ctx.session() as session:
+        row = (
+            await session.execute(
+                select(AutomlRun, StoredBlob.key)
+                .join(DatasetVersion, DatasetVersion.id == AutomlRun.dataset_version_id)
+                .join(StoredBlob, StoredBlob.id == DatasetVersion.parquet_blob_id)
+                .where(AutomlRun.id == run_id, AutomlRun.org_id == ctx.org_id)
+            )
+        ).one_or_none()
+    if row is None:
+        raise RunGone(f"AutoML run {run_id} or the dataset version it learns from is gone")
+    run, key = row
+    return {
+        "target": run.target,
+        "task": run.task,
+        "metric": run.metric,
+        "budget_seconds": run.budget_seconds,
+        "seed": run.seed,
+        "exclude": run.exclude,
+        "dataset_name": run.dataset_name,
+        "dataset_version": run.dataset_version,
+        "parquet_key": key,
+    }
+
+
+async def _download(blobs: BlobStore, key: str, path: Path) -> None:
+    with path.open("wb") as out:
+        async for chunk in blobs.get(key):
+            out.write(chunk)
+
+
+async def _save(
+    ctx: JobContext,
+    run_id: str,
+    *,
+    leaderboard: list[dict[str, Any]],
+    results: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    task: str | None = None,
+    metric: str | None = None,
+    finished: bool = False,
+) -> None:
+    values: dict[str, Any] = {"leaderboard": leaderboard}
+    if finished:
+        values.update(
+            results=results,
+            report=report,
+            task=task,
+            metric=metric,
+            finished_at=ctx.clock.now(),
+        )
+    # Fenced like the job's own writes: a run whose claim was lost changes nothing.
+    current = exists().where(
+        Job.id == ctx.job_id, Job.attempt == ctx.attempt, Job.status == RUNNING
+    )
+    async with ctx.session() as session:
+        await session.execute(
+            update(AutomlRun)
+            .where(AutomlRun.id == run_id, AutomlRun.org_id == ctx.org_id, current)
+            .values(**values)
+        )
+        await session.commit()

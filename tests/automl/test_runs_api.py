@@ -1,0 +1,125 @@
+"""AutoML runs through the API, with the inline executor: the `automl.train` job runs inside
+the request, on the test database and a real local blob store, with a real (short) search."""
+
+import random
+
+import pytest
+from sqlalchemy import func, select
+
+from atelier.automl.models import AutomlRun
+from atelier.jobs.models import Job
+from tests.identity.factories import join, make_user, sign_in
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(jobs={"executor": "inline"}, automl={"max_budget_seconds": 120})
+
+
+def homes_csv(rows: int = 400, seed: int = 7) -> bytes:
+    """Houses: will a listing sell within a month? Mostly the cheap ones (for their city and
+    size) do; the id tells nothing."""
+    rng = random.Random(seed)
+    lines = ["listing_id,city,surface,rooms,price,listed,sold_fast"]
+    for i in range(rows):
+        city = rng.choice(["Lyon", "Paris", "Nice", "Lille"])
+        surface = rng.uniform(20, 200)
+        rooms = max(1, int(surface // 25) + rng.choice([-1, 0, 1]))
+        price = surface * {"Lyon": 4500, "Paris": 10500, "Nice": 5200, "Lille": 3300}[city]
+        price *= rng.uniform(0.8, 1.3)
+        cheap = price / surface < {"Lyon": 4700, "Paris": 10800, "Nice": 5400, "Lille": 3500}[city]
+        sold = cheap if rng.random() < 0.95 else not cheap
+        month = rng.randint(1, 12)
+        lines.append(
+            f"L{1000 + i},{city},{surface:.1f},{rooms},{price:.0f},2024-{month:02d}-15,"
+            f"{'yes' if sold else 'no'}"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+async def homes(client, alice):
+    response = await client.post(
+        "/api/v1/datasets",
+        data={"name": "Homes"},
+        files={"file": ("homes.csv", homes_csv(), "text/csv")},
+        headers=alice.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["dataset"]["id"]
+
+
+async def start(client, who, **body):
+    return await client.post("/api/v1/automl/runs", json=body, headers=who.headers)
+
+
+async def test_a_run_trains_within_its_budget_and_keeps_its_results(client, alice, homes):
+    response = await start(client, alice, dataset_id=homes, target="sold_fast", budget_seconds=10)
+    assert response.status_code == 202, response.text
+    run, job = response.json()["run"], response.json()["job"]
+    assert response.headers["Location"] == f"/api/v1/automl/runs/{run['id']}"
+    assert job["kind"] == "automl.train"
+    assert job["queue"] == "ml"
+    assert job["status"] == "succeeded", job["error"]
+    assert run["task"] == "binary"
+    assert run["metric"] == "roc_auc"
+    assert run["dataset_version"] == 1
+    assert run["leaderboard"], "the leaderboard is filled in"
+    results = run["results"]
+    assert results["elapsed_seconds"] <= 10 * 1.1
+    assert results["holdout_metrics"]["roc_auc"] > 0.75
+    dropped = {column["name"]: column["reason"] for column in results["dropped_columns"]}
+    assert "listing_id" in dropped
+    assert job["result"]["run_id"] == run["id"]
+
+    read = await client.get(f"/api/v1/automl/runs/{run['id']}", headers=alice.headers)
+    assert read.json()["run"]["results"] == results
+    listed = await client.get(f"/api/v1/automl/runs?dataset_id={homes}", headers=alice.headers)
+    assert [r["id"] for r in listed.json()["items"]] == [run["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"target": "nope"}, "/target"),
+        ({"target": "listing_id"}, "/target"),  # an identifier
+        ({"target": "sold_fast", "exclude": ["sold_fast"]}, "/exclude"),
+        ({"target": "sold_fast", "exclude": ["ghost"]}, "/exclude"),
+        ({"target": "sold_fast", "task": "binary", "metric": "rmse"}, "/metric"),
+        ({"target": "sold_fast", "budget_seconds": 121}, "/budget_seconds"),
+    ],
+)
+async def test_requests_that_cannot_run_are_refused_and_leave_nothing(
+    client, alice, homes, db_session, body, pointer
+):
+    response = await start(client, alice, dataset_id=homes, **body)
+    assert response.status_code == 422, response.text
+    assert pointer in [error["pointer"] for error in response.json()["errors"]]
+    assert await db_session.scalar(select(func.count()).select_from(AutomlRun)) == 0
+    assert await db_session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+async def test_an_idempotency_key_gives_the_same_run_back(client, alice, homes, db_session):
+    body = {"dataset_id": homes, "target": "sold_fast", "budget_seconds": 10}
+    key = {"Idempotency-Key": "run-once"}
+    first = await client.post("/api/v1/automl/runs", json=body, headers={**alice.headers, **key})
+    again = await client.post("/api/v1/automl/runs", json=body, headers={**alice.headers, **key})
+    assert again.status_code == 202
+    assert again.json()["run"]["id"] == first.json()["run"]["id"]
+    assert await db_session.scalar(select(func.count()).select_from(AutomlRun)) == 1
+    other = await client.post(
+        "/api/v1/automl/runs", json={**body, "seed": 1}, headers={**alice.headers, **key}
+    )
+    assert other.status_code == 409
+
+
+async def test_viewers_and_other_organizations_cannot_start_runs(
+    client, alice, homes, mallory, db_session
+):
+    viewer = await make_user(db_session, display_name="Viola")
+    await join(db_session, viewer, alice.org_id, "viewer")
+    signed_in = await sign_in(client, viewer, alice.org_id)
+    refused = await start(client, signed_in, dataset_id=homes, target="sold_fast")
+    assert refused.status_code == 403
+    hidden = await start(client, mallory, dataset_id=homes, target="sold_fast")
+    assert hidden.status_code == 404
