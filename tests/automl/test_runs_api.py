@@ -1,11 +1,15 @@
 """AutoML runs through the API, with the inline executor: the `automl.train` job runs inside
 the request, on the test database and a real local blob store, with a real (short) search."""
 
+import io
 import random
+import zipfile
 
+import polars as pl
 import pytest
 from sqlalchemy import func, select
 
+from atelier.automl import artifacts
 from atelier.automl.models import AutomlRun
 from atelier.jobs.models import Job
 from tests.identity.factories import join, make_user, sign_in
@@ -74,6 +78,7 @@ async def test_a_run_trains_within_its_budget_and_keeps_its_results(client, alic
 
     read = await client.get(f"/api/v1/automl/runs/{run['id']}", headers=alice.headers)
     assert read.json()["run"]["results"] == results
+    assert run["has_model"] is True
     listed = await client.get(f"/api/v1/automl/runs?dataset_id={homes}", headers=alice.headers)
     assert [r["id"] for r in listed.json()["items"]] == [run["id"]]
 
@@ -123,3 +128,57 @@ async def test_viewers_and_other_organizations_cannot_start_runs(
     assert refused.status_code == 403
     hidden = await start(client, mallory, dataset_id=homes, target="sold_fast")
     assert hidden.status_code == 404
+
+
+async def test_a_finished_run_gives_its_model_folder_as_a_zip(client, alice, homes, tmp_path):
+    started = await start(client, alice, dataset_id=homes, target="sold_fast", budget_seconds=10)
+    run_id = started.json()["run"]["id"]
+    link = await client.get(f"/api/v1/automl/runs/{run_id}/model", headers=alice.headers)
+    assert link.status_code == 307
+    archive = await client.get(link.headers["location"])
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+        assert sorted(zipped.namelist()) == [
+            "model.skops",
+            "report.html",
+            "report.json",
+            "signature.json",
+        ]
+        zipped.extractall(tmp_path / "model")
+    model, signature = artifacts.load(tmp_path / "model")
+    assert signature["target"] == "sold_fast"
+    assert signature["classes"] == ["no", "yes"]
+    rows = pl.read_csv(io.BytesIO(homes_csv(rows=25, seed=8))).drop("sold_fast")
+    assert rows["listed"].dtype == pl.String  # dates as text, as a client may send them
+    predicted = list(model.predict(rows))
+    assert len(predicted) == 25
+    typed = rows.with_columns(pl.col("listed").str.to_date(), pl.col("rooms").cast(pl.String))
+    assert list(model.predict(typed)) == predicted
+    report = await client.get(f"/api/v1/automl/runs/{run_id}/report", headers=alice.headers)
+    assert report.status_code == 200
+    assert "<svg" in report.text
+
+
+async def test_a_run_without_a_model_says_so(client, alice, homes, db_session):
+    from tests.jobs.factories import make_job
+
+    job = await make_job(db_session, alice.org_id)
+    run = AutomlRun(
+        org_id=alice.org_id,
+        dataset_id=homes,
+        dataset_version=1,
+        dataset_name="Homes",
+        target="sold_fast",
+        budget_seconds=10.0,
+        seed=0,
+        exclude=[],
+        job_id=job.id,
+        request={},
+        leaderboard=[],
+        created_at=job.created_at,
+    )
+    db_session.add(run)
+    await db_session.commit()
+    for path in ("model", "report"):
+        response = await client.get(f"/api/v1/automl/runs/{run.id}/{path}", headers=alice.headers)
+        assert response.status_code == 409

@@ -18,8 +18,6 @@ MODEL_FILE = "model.skops"
 SIGNATURE_FILE = "signature.json"
 SIGNATURE_VERSION = 1
 # What a model file may contain: the libraries AutoML trains with, and Atelier's own model.
-# Functions are never trusted: a transformer holding one (FunctionTransformer) could run
-# anything at prediction time.
 TRUSTED_PREFIXES = (
     "atelier.automl.",
     "sklearn.",
@@ -28,8 +26,13 @@ TRUSTED_PREFIXES = (
     "scipy.sparse.",
     "numpy.random.",
 )
-TRUSTED_TYPES = frozenset({"collections.OrderedDict", "collections.defaultdict", "numpy.dtype"})
-REFUSED_TYPES = frozenset({"sklearn.preprocessing._function_transformer.FunctionTransformer"})
+TRUSTED_TYPES = frozenset(
+    {"collections.OrderedDict", "collections.defaultdict", "numpy.dtype", "functools.partial"}
+)
+# Functions a model may refer to (scikit-learn's own, e.g. HistGradientBoosting's input check
+# inside a FunctionTransformer). Any other function is refused even where skops would trust it
+# (a numpy ufunc): a transformer holding a function runs it at prediction time.
+TRUSTED_FUNCTION_PREFIX = "sklearn."
 
 
 class UntrustedModel(ValueError):
@@ -86,17 +89,18 @@ def save(
 
 
 def untrusted_types(path: Path) -> list[str]:
-    """The types in a skops file outside the allow-list, reading the file as data only: what
-    skops itself does not trust and Atelier does not allow, and anything Atelier refuses even
-    where skops would trust it (a FunctionTransformer, which could hold any function)."""
+    """The types and functions in a skops file outside the allow-list, reading the file as data
+    only: what skops itself does not trust and Atelier does not allow, and every function that
+    is not scikit-learn's, even where skops would trust it."""
     import skops.io as sio
 
     untrusted = {t for t in sio.get_untrusted_types(file=path) if not _trusted(t)}
-    return sorted(untrusted | (_types_in(path) & REFUSED_TYPES))
+    functions = {f for f in _functions_in(path) if not f.startswith(TRUSTED_FUNCTION_PREFIX)}
+    return sorted(untrusted | functions)
 
 
-def _types_in(path: Path) -> set[str]:
-    """Every `module.class` the file's schema names."""
+def _functions_in(path: Path) -> set[str]:
+    """Every function (`module.name`) the file's schema refers to."""
     with zipfile.ZipFile(path) as archive:
         schema = json.loads(archive.read("schema.json"))
     found: set[str] = set()
@@ -104,8 +108,8 @@ def _types_in(path: Path) -> set[str]:
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
-                found.add(f"{node['__module__']}.{node['__class__']}")
+            if node.get("__loader__") == "FunctionNode":
+                found.add(f"{node.get('__module__')}.{node.get('__class__')}")
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -130,8 +134,6 @@ def load(folder: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _trusted(type_name: str) -> bool:
-    if type_name in REFUSED_TYPES:
-        return False
     return type_name in TRUSTED_TYPES or type_name.startswith(TRUSTED_PREFIXES)
 
 

@@ -6,9 +6,11 @@ run's leaderboard and results: the job is idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import tempfile
 import time
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,12 @@ from atelier.automl.models import AutomlRun
 from atelier.automl.service import TRAIN_KIND
 from atelier.core.blobs import BlobStore
 from atelier.datasets.models import DatasetVersion
+from atelier.identity.models import Organization
 from atelier.jobs.models import RUNNING, Job
 from atelier.jobs.registry import registry
 from atelier.jobs.runtime import JobContext
+from atelier.plans import service as plans
+from atelier.storage import service as storage
 from atelier.storage.models import StoredBlob
 
 LEADERBOARD_EVERY_SECONDS = 2.0
@@ -87,6 +92,7 @@ def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
         {"rows": table.num_rows, "columns": table.num_columns},
         result,
     )
+    model_blob_id = _store_model(ctx, payload.run_id, result, config, report)
     ctx.call(
         _save(
             ctx,
@@ -94,6 +100,7 @@ def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
             leaderboard=plain(result.leaderboard),
             results=results,
             report=report,
+            model_blob_id=model_blob_id,
             task=result.task,
             metric=result.metric,
             finished=True,
@@ -107,6 +114,62 @@ def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
         "cv_score": results["cv_score"],
         "holdout_metrics": results["holdout_metrics"],
     }
+
+
+def _store_model(
+    ctx: JobContext, run_id: str, result: Any, config: Any, report: dict[str, Any]
+) -> str:
+    """The model folder (model, signature, report), zipped into the store under the job's own
+    key: a second attempt replaces the first one's file."""
+    from atelier.automl import artifacts
+    from atelier.automl.report import render_html
+
+    with tempfile.TemporaryDirectory(prefix="automl-model-") as folder:
+        model_dir = Path(folder) / "model"
+        artifacts.save(
+            model_dir,
+            result.model,
+            target=config.target,
+            metric=result.metric,
+            report=report,
+            report_html=render_html(report),
+        )
+        archive = Path(folder) / "model.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            for path in sorted(model_dir.iterdir()):
+                zipped.write(path, path.name)
+        return ctx.call(_upload_model(ctx, run_id, archive, archive.stat().st_size))
+
+
+async def _upload_model(ctx: JobContext, run_id: str, archive: Path, size: int) -> str:
+    key = ctx.output_key("model.zip")
+    async with ctx.session() as session:
+        earlier = await session.scalar(select(StoredBlob).where(StoredBlob.key == key))
+        if earlier is not None:
+            await storage.delete_blob(session, ctx.blobs, earlier)
+        plan_id = await session.scalar(
+            select(Organization.plan_id).where(Organization.id == ctx.org_id)
+        )
+        blob = await storage.save_upload(
+            session,
+            ctx.blobs,
+            org_id=ctx.org_id,
+            plan=await plans.get_plan(session, plan_id),
+            key=key,
+            chunks=_chunks(archive),
+            content_type="application/zip",
+            filename=f"{run_id}-model.zip",
+            max_bytes=size,
+            clock=ctx.clock,
+            purpose="automl-model",
+        )
+        return blob.id
+
+
+async def _chunks(path: Path) -> Any:
+    with path.open("rb") as source:
+        while chunk := await asyncio.to_thread(source.read, 1024 * 1024):
+            yield chunk
 
 
 def results_of(result: Any) -> dict[str, Any]:
@@ -182,6 +245,7 @@ async def _save(
     leaderboard: list[dict[str, Any]],
     results: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
+    model_blob_id: str | None = None,
     task: str | None = None,
     metric: str | None = None,
     finished: bool = False,
@@ -191,6 +255,7 @@ async def _save(
         values.update(
             results=results,
             report=report,
+            model_blob_id=model_blob_id,
             task=task,
             metric=metric,
             finished_at=ctx.clock.now(),

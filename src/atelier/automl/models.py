@@ -40,6 +40,10 @@ class AutomlRun(Base):
     leaderboard: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # set when the search ends
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # `automl.report` document
+    # The model folder (`automl.artifacts`) as a zip, once the run has succeeded.
+    model_blob_id: Mapped[str | None] = mapped_column(
+        ForeignKey("stored_blobs.id", ondelete="SET NULL")
+    )
     created_by: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -253,6 +253,7 @@ class ColumnPreparer(TransformerMixin, BaseEstimator):
         missing = [c for c in self.input_columns() if c not in df.columns]
         if missing:
             raise ValueError(f"missing input columns: {', '.join(missing)}")
+        df = _coerced(df, self.numeric or [], self.boolean or [], self.datetime or [])
         exprs = [pl.col(c).cast(pl.Float64) for c in [*(self.numeric or []), *(self.boolean or [])]]
         for name, parts in self.datetime_parts_.items():
             col = pl.col(name)
@@ -278,3 +279,33 @@ class ColumnPreparer(TransformerMixin, BaseEstimator):
             )
         out = df.select(exprs).to_numpy().astype(np.float64)
         return np.where(np.isfinite(out), out, np.nan) if out.size else out
+
+
+_TRUE = ("true", "yes", "y", "t", "1")
+_FALSE = ("false", "no", "n", "f", "0")
+
+
+def _coerced(
+    df: pl.DataFrame, numeric: list[str], boolean: list[str], datetime: list[str]
+) -> pl.DataFrame:
+    """Inputs as text (a CSV read without type inference, JSON from a client) turned into the
+    types the model was trained on; what does not parse becomes missing."""
+    exprs = []
+    for name in numeric:
+        if df[name].dtype == pl.String:
+            exprs.append(pl.col(name).str.strip_chars().cast(pl.Float64, strict=False))
+    for name in boolean:
+        if df[name].dtype == pl.String:
+            text = pl.col(name).str.strip_chars().str.to_lowercase()
+            exprs.append(
+                pl.when(text.is_in(_TRUE))
+                .then(1.0)
+                .when(text.is_in(_FALSE))
+                .then(0.0)
+                .otherwise(None)
+                .alias(name)
+            )
+    for name in datetime:
+        if df[name].dtype == pl.String:
+            exprs.append(pl.col(name).str.to_datetime(strict=False, time_unit="us"))
+    return df.with_columns(exprs) if exprs else df

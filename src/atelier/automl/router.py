@@ -4,7 +4,7 @@ progress), read its leaderboard and results."""
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from atelier.automl import service
 from atelier.automl.schemas import RunCreate, RunRead, RunWithJob
@@ -61,7 +61,7 @@ async def create_run(
     # Read back: an inline run (tests) has finished already.
     job = await session.get(Job, job.id, populate_existing=True)
     await session.refresh(run)
-    return RunWithJob(run=RunRead.model_validate(run), job=JobRead.of(job))
+    return RunWithJob(run=RunRead.of(run), job=JobRead.of(job))
 
 
 @router.get("", response_model=Page[RunRead], **operation("automl_run", "read"))
@@ -73,7 +73,7 @@ async def list_runs(
 ):
     """The organization's AutoML runs, newest first."""
     found = await service.list_runs(session, principal, page, dataset_id=dataset_id)
-    return found.map(RunRead.model_validate)
+    return found.map(RunRead.of)
 
 
 @router.get("/{run_id}", response_model=RunWithJob, **operation("automl_run", "read"))
@@ -81,7 +81,7 @@ async def get_run(run_id: RunId, principal: CurrentPrincipal, session: DbSession
     """A run with its job (state, progress) and, as they come, its leaderboard and results."""
     run = await service.get_run(session, principal, run_id)
     job = await service.job_of(session, principal, run)
-    return RunWithJob(run=RunRead.model_validate(run), job=JobRead.of(job))
+    return RunWithJob(run=RunRead.of(run), job=JobRead.of(job))
 
 
 @router.get(
@@ -106,3 +106,18 @@ async def get_report(
     from atelier.automl.report import render_html
 
     return HTMLResponse(render_html(run.report), headers={"Content-Security-Policy": REPORT_CSP})
+
+
+@router.get(
+    "/{run_id}/model",
+    status_code=307,
+    response_class=RedirectResponse,
+    **operation("automl_run", "read"),
+)
+async def download_model(
+    run_id: RunId, request: Request, principal: CurrentPrincipal, session: DbSession
+) -> RedirectResponse:
+    """A redirect to a short-lived link to the model folder as a zip: `model.skops`,
+    `signature.json`, the report. Unzip it for `atelier automl predict`."""
+    url = await service.model_link(session, request.app.state.blobs, principal, run_id)
+    return RedirectResponse(url, status_code=307)

@@ -51,9 +51,15 @@ class RunRead(BaseModel):
     results: dict[str, Any] | None = Field(
         description="Holdout metrics, dropped columns, feature importance... once finished."
     )
+    has_model: bool = Field(description="The model can be downloaded from .../model.")
     created_by: str | None
     created_at: datetime
     finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: Any) -> "RunRead":
+        fields = {name: getattr(run, name) for name in cls.model_fields if name != "has_model"}
+        return cls(**fields, has_model=run.model_blob_id is not None)
 
 
 class RunWithJob(BaseModel):

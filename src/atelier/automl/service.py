@@ -3,6 +3,7 @@ them. The search itself is `automl.engine`, run by the job (`automl.jobs`)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier.audit import service as audit
 from atelier.automl.models import AutomlRun
 from atelier.automl.schemas import RunCreate
+from atelier.core.blobs import BlobStore
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
@@ -23,8 +25,10 @@ from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.models import Job
 from atelier.jobs.registry import JobKind
 from atelier.settings import Settings
+from atelier.storage.models import StoredBlob
 
 TRAIN_KIND = "automl.train"
+MODEL_LINK_LIFETIME = timedelta(minutes=10)
 # What each task may be scored with; the first is the default.
 TASK_METRICS = {
     "binary": ("roc_auc", "log_loss", "accuracy", "balanced_accuracy", "f1"),
@@ -179,3 +183,14 @@ async def get_run(session: AsyncSession, principal: Principal, run_id: str) -> A
 
 async def job_of(session: AsyncSession, principal: Principal, run: AutomlRun) -> Job:
     return await jobs.get(session, principal, run.job_id)
+
+
+async def model_link(
+    session: AsyncSession, store: BlobStore, principal: Principal, run_id: str
+) -> str:
+    """A ten-minute link to the run's model folder (zip); 409 until the run has one."""
+    run = await get_run(session, principal, run_id)
+    blob = await session.get(StoredBlob, run.model_blob_id) if run.model_blob_id else None
+    if blob is None:
+        raise Conflict("The run has no model: it has not finished, or it failed")
+    return await store.signed_url(blob.key, expires_in=MODEL_LINK_LIFETIME, filename=blob.filename)

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("leaderboard", sa.JSON(), nullable=False),
         sa.Column("results", sa.JSON(), nullable=True),
         sa.Column("report", sa.JSON(), nullable=True),
+        sa.Column("model_blob_id", sa.String(length=40), nullable=True),
         sa.Column("created_by", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
@@ -44,6 +45,12 @@ def upgrade() -> None:
             ["dataset_version_id"],
             ["dataset_versions.id"],
             name=op.f("fk_automl_runs_dataset_version_id_dataset_versions"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_blob_id"],
+            ["stored_blobs.id"],
+            name=op.f("fk_automl_runs_model_blob_id_stored_blobs"),
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
