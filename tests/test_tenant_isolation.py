@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from atelier.automl.models import AutomlRun
+from tests.automl.factories import make_run
 from tests.identity.factories import join, make_user
 from tests.jobs.factories import make_job
 
@@ -44,23 +44,12 @@ async def victim_ids(client, db_session, alice) -> dict[str, str]:
         headers=alice.headers,
     )
     assert dataset.status_code == 201, dataset.text
-    run = AutomlRun(
-        org_id=alice.org_id,
-        dataset_id=dataset.json()["dataset"]["id"],
-        dataset_version=1,
+    run = await make_run(
+        db_session,
+        alice.org_id,
+        dataset.json()["dataset"]["id"],
         dataset_version_id=dataset.json()["version"]["id"],
-        dataset_name="victim",
-        target="b",
-        budget_seconds=10.0,
-        seed=0,
-        exclude=[],
-        job_id=job.id,
-        request={},
-        leaderboard=[],
-        created_at=job.created_at,
     )
-    db_session.add(run)
-    await db_session.commit()
     return {
         "run_id": run.id,
         "dataset_id": dataset.json()["dataset"]["id"],

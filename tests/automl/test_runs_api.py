@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from atelier.automl import artifacts
 from atelier.automl.models import AutomlRun
 from atelier.jobs.models import Job
+from tests.automl.factories import make_run
 from tests.identity.factories import join, make_user, sign_in
 
 
@@ -160,25 +161,7 @@ async def test_a_finished_run_gives_its_model_folder_as_a_zip(client, alice, hom
 
 
 async def test_a_run_without_a_model_says_so(client, alice, homes, db_session):
-    from tests.jobs.factories import make_job
-
-    job = await make_job(db_session, alice.org_id)
-    run = AutomlRun(
-        org_id=alice.org_id,
-        dataset_id=homes,
-        dataset_version=1,
-        dataset_name="Homes",
-        target="sold_fast",
-        budget_seconds=10.0,
-        seed=0,
-        exclude=[],
-        job_id=job.id,
-        request={},
-        leaderboard=[],
-        created_at=job.created_at,
-    )
-    db_session.add(run)
-    await db_session.commit()
+    run = await make_run(db_session, alice.org_id, homes)
     for path in ("model", "report"):
         response = await client.get(f"/api/v1/automl/runs/{run.id}/{path}", headers=alice.headers)
         assert response.status_code == 409

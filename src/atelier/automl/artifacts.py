@@ -14,6 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from atelier.automl.jsonable import plain
+
 MODEL_FILE = "model.skops"
 SIGNATURE_FILE = "signature.json"
 SIGNATURE_VERSION = 1
@@ -54,7 +56,7 @@ def signature_of(model: Any, *, target: str, metric: str | None = None) -> dict[
         "target": target,
         "metric": metric,
         "inputs": model.input_schema,
-        "classes": _plain(model.classes),
+        "classes": plain(model.classes),
         "outputs": (
             [{"name": "prediction", "type": "number"}]
             if model.task == "regression"
@@ -135,9 +137,3 @@ def load(folder: Path) -> tuple[Any, dict[str, Any]]:
 
 def _trusted(type_name: str) -> bool:
     return type_name in TRUSTED_TYPES or type_name.startswith(TRUSTED_PREFIXES)
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    return [v.item() if hasattr(v, "item") else v for v in value]

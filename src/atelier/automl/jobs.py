@@ -6,8 +6,6 @@ run's leaderboard and results: the job is idempotent.
 
 from __future__ import annotations
 
-import asyncio
-import math
 import tempfile
 import time
 import zipfile
@@ -18,15 +16,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, select, update
 
+from atelier.automl.jsonable import plain
 from atelier.automl.models import AutomlRun
 from atelier.automl.service import TRAIN_KIND
-from atelier.core.blobs import BlobStore
+from atelier.core.blobs import BlobStore, file_chunks
 from atelier.datasets.models import DatasetVersion
-from atelier.identity.models import Organization
+from atelier.identity import orgs
 from atelier.jobs.models import RUNNING, Job
 from atelier.jobs.registry import registry
 from atelier.jobs.runtime import JobContext
-from atelier.plans import service as plans
 from atelier.storage import service as storage
 from atelier.storage.models import StoredBlob
 
@@ -147,16 +145,13 @@ async def _upload_model(ctx: JobContext, run_id: str, archive: Path, size: int) 
         earlier = await session.scalar(select(StoredBlob).where(StoredBlob.key == key))
         if earlier is not None:
             await storage.delete_blob(session, ctx.blobs, earlier)
-        plan_id = await session.scalar(
-            select(Organization.plan_id).where(Organization.id == ctx.org_id)
-        )
         blob = await storage.save_upload(
             session,
             ctx.blobs,
             org_id=ctx.org_id,
-            plan=await plans.get_plan(session, plan_id),
+            plan=await orgs.plan_of(session, ctx.org_id),
             key=key,
-            chunks=_chunks(archive),
+            chunks=file_chunks(archive),
             content_type="application/zip",
             filename=f"{run_id}-model.zip",
             max_bytes=size,
@@ -164,12 +159,6 @@ async def _upload_model(ctx: JobContext, run_id: str, archive: Path, size: int) 
             purpose="automl-model",
         )
         return blob.id
-
-
-async def _chunks(path: Path) -> Any:
-    with path.open("rb") as source:
-        while chunk := await asyncio.to_thread(source.read, 1024 * 1024):
-            yield chunk
 
 
 def results_of(result: Any) -> dict[str, Any]:
@@ -189,21 +178,6 @@ def results_of(result: Any) -> dict[str, Any]:
             "library_versions": result.library_versions,
         }
     )
-
-
-def plain(value: Any) -> Any:
-    """JSON-able: numpy scalars and arrays as Python values, NaN and infinities as None."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return plain(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 async def _load(ctx: JobContext, run_id: str) -> dict[str, Any]:

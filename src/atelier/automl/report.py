@@ -19,6 +19,8 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from atelier.automl.jsonable import plain
+
 MAX_CURVE_POINTS = 200
 MAX_SCATTER_POINTS = 400
 MAX_CURVE_CLASSES = 10
@@ -38,19 +40,19 @@ def build_report(run: dict[str, Any], data: dict[str, Any], result: Any) -> dict
         "data": {**data, "holdout_rows": len(y_true)},
         "task": task,
         "metric": result.metric,
-        "classes": _plain(result.classes),
-        "cv_score": _plain(result.cv_score),
-        "holdout_metrics": _plain(result.holdout_metrics),
-        "leaderboard": _plain(result.leaderboard),
+        "classes": plain(result.classes),
+        "cv_score": plain(result.cv_score),
+        "holdout_metrics": plain(result.holdout_metrics),
+        "leaderboard": plain(result.leaderboard),
         "ensemble": _ensemble(result),
-        "dropped_columns": _plain(result.dropped_columns),
-        "preprocessing": _plain(result.preprocessing),
+        "dropped_columns": plain(result.dropped_columns),
+        "preprocessing": plain(result.preprocessing),
         "feature_importance": {
             kind: _top(values) for kind, values in (result.feature_importance or {}).items()
         },
-        "score_over_time": [[_plain(t), _plain(s)] for t, s in result.score_over_time],
-        "elapsed_seconds": _plain(result.elapsed_seconds),
-        "library_versions": _plain(result.library_versions),
+        "score_over_time": [[plain(t), plain(s)] for t, s in result.score_over_time],
+        "elapsed_seconds": plain(result.elapsed_seconds),
+        "library_versions": plain(result.library_versions),
     }
     if task == "regression":
         report["diagnostics"] = _regression(y_true.astype(float), y_pred.astype(float))
@@ -73,10 +75,10 @@ def _ensemble(result: Any) -> list[dict[str, Any]]:
         members.append(
             {
                 "id": str(trial_id),
-                "weight": _plain(weight),
+                "weight": plain(weight),
                 "learner": entry.get("learner"),
-                "params": _plain(entry.get("params", {})),
-                "cv_score": _plain(entry.get("cv_score")),
+                "params": plain(entry.get("params", {})),
+                "cv_score": plain(entry.get("cv_score")),
             }
         )
     return members
@@ -84,7 +86,7 @@ def _ensemble(result: Any) -> list[dict[str, Any]]:
 
 def _top(values: dict[str, float]) -> list[dict[str, Any]]:
     ordered = sorted(values.items(), key=lambda kv: (-abs(_num(kv[1])), kv[0]))
-    return [{"feature": k, "importance": _plain(v)} for k, v in ordered[:MAX_FEATURES_SHOWN]]
+    return [{"feature": k, "importance": plain(v)} for k, v in ordered[:MAX_FEATURES_SHOWN]]
 
 
 # ---- diagnostics ------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ def _classification(
         diagnostics["roc"].append(
             {
                 "class": labels[index],
-                "auc": _plain(roc_auc_score(positive, scores)),
+                "auc": plain(roc_auc_score(positive, scores)),
                 "points": _thin(list(zip(fpr, tpr, strict=True))),
             }
         )
@@ -136,12 +138,12 @@ def _regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     step = max(1, math.ceil(len(y_true) / MAX_SCATTER_POINTS))
     order = np.argsort(y_true, kind="stable")[::step]
     return {
-        "predicted_vs_actual": [[_plain(y_true[i]), _plain(y_pred[i])] for i in order],
-        "residuals": [[_plain(y_pred[i]), _plain(residuals[i])] for i in order],
+        "predicted_vs_actual": [[plain(y_true[i]), plain(y_pred[i])] for i in order],
+        "residuals": [[plain(y_pred[i]), plain(residuals[i])] for i in order],
         "residual_summary": {
-            "mean": _plain(residuals.mean()) if len(residuals) else None,
-            "std": _plain(residuals.std()) if len(residuals) else None,
-            "max_abs": _plain(np.abs(residuals).max()) if len(residuals) else None,
+            "mean": plain(residuals.mean()) if len(residuals) else None,
+            "std": plain(residuals.std()) if len(residuals) else None,
+            "max_abs": plain(np.abs(residuals).max()) if len(residuals) else None,
         },
     }
 
@@ -151,7 +153,7 @@ def _thin(points: Sequence[tuple[float, float]]) -> list[list[float | None]]:
     kept = list(points[::step])
     if points and kept[-1] != points[-1]:
         kept.append(points[-1])
-    return [[_plain(x), _plain(y)] for x, y in kept]
+    return [[plain(x), plain(y)] for x, y in kept]
 
 
 def _num(value: Any) -> float:
@@ -160,21 +162,6 @@ def _num(value: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return number if math.isfinite(number) else 0.0
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able: numpy values as Python ones, NaN and infinities as None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _plain(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    return str(value)
 
 
 # ---- HTML -------------------------------------------------------------------------------------

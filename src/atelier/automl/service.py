@@ -68,7 +68,7 @@ async def create_run(
         earlier = await jobs.by_idempotency_key(session, principal.org_id, idempotency_key)
         if earlier is not None:
             run = await _run_of_job(session, principal, earlier.id)
-            if _request_of(run) != request:
+            if run.request != request:
                 raise jobs.IdempotencyKeyReused(
                     "This Idempotency-Key was already used for a different run", run_id=run.id
                 )
@@ -122,10 +122,6 @@ async def create_run(
     return run, submitted.job
 
 
-def _request_of(run: AutomlRun) -> dict[str, Any]:
-    return run.request
-
-
 def _check_request(body: RunCreate, schema: list[dict[str, Any]], settings: Settings) -> None:
     kinds = {column["name"]: column["kind"] for column in schema}
     errors = []
@@ -163,7 +159,9 @@ def _check_request(body: RunCreate, schema: list[dict[str, Any]], settings: Sett
 async def _run_of_job(session: AsyncSession, principal: Principal, job_id: str) -> AutomlRun:
     run = await session.scalar(org_select(AutomlRun, principal).where(AutomlRun.job_id == job_id))
     if run is None:  # an Idempotency-Key first used for another kind of job
-        raise InvalidInput("This Idempotency-Key belongs to another request")
+        raise jobs.IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different request", job_id=job_id
+        )
     return run
 
 

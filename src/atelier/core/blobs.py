@@ -4,10 +4,12 @@ Keys are `/`-separated segments of letters, digits, `.`, `_` and `-` (no empty, 
 segment), namespaced per organization with `org_key`. Implementations live in `adapters/blobs`.
 """
 
+import asyncio
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
 
 from atelier.core.errors import InvalidInput, PayloadTooLarge
@@ -54,6 +56,16 @@ class BlobStore(Protocol):
     async def probe(self) -> None:
         """Write, read back and delete a tiny object outside the keys; raise if a step fails."""
         ...
+
+
+FILE_CHUNK_BYTES = 1024 * 1024
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A local file as chunks for `BlobStore.put`, read in a thread (not on the event loop)."""
+    with path.open("rb") as source:
+        while chunk := await asyncio.to_thread(source.read, FILE_CHUNK_BYTES):
+            yield chunk
 
 
 def validate_key(key: str) -> str:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.audit import service as audit
-from atelier.core.blobs import BlobStore, org_key
+from atelier.core.blobs import BlobStore, file_chunks, org_key
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
@@ -38,8 +38,7 @@ from atelier.core.pagination import Page, PageRequest, paginate
 from atelier.core.principal import Principal
 from atelier.core.tenancy import get_owned, org_select
 from atelier.datasets.models import Dataset, DatasetVersion
-from atelier.identity.models import Organization
-from atelier.plans import service as plans
+from atelier.identity import orgs
 from atelier.settings import Settings
 from atelier.storage import service as storage
 from atelier.storage.models import StoredBlob
@@ -56,7 +55,6 @@ CONTENT_TYPES = {
 }
 DOWNLOAD_LINK_LIFETIME = timedelta(minutes=10)
 MAX_NAME = 200
-READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,7 @@ async def _store_version(
 ) -> DatasetVersion:
     """Both files into the store, then the version row; inside the caller's unit of work, so
     a failure anywhere deletes the objects already written."""
-    plan = await _plan_of(session, principal.org_id)
+    plan = await orgs.plan_of(session, principal.org_id)
     parsed = ingested.parsed
     folder = ("datasets", dataset.id, f"v{number}")
     original = await storage.save_upload(
@@ -197,7 +195,7 @@ async def _store_version(
         org_id=principal.org_id,
         plan=plan,
         key=org_key(principal.org_id, *folder, new_id("file")),
-        chunks=_read_file(ingested.source),
+        chunks=file_chunks(ingested.source),
         content_type=CONTENT_TYPES[parsed.format],
         filename=upload.filename,
         max_bytes=upload.max_bytes,
@@ -210,7 +208,7 @@ async def _store_version(
         org_id=principal.org_id,
         plan=plan,
         key=org_key(principal.org_id, *folder, "table.parquet"),
-        chunks=_read_file(ingested.parquet),
+        chunks=file_chunks(ingested.parquet),
         content_type=PARQUET_TYPE,
         filename=f"{Path(upload.filename).stem or dataset.name}.parquet",
         max_bytes=ingested.parquet.stat().st_size,
@@ -283,19 +281,6 @@ def _schema_diff(old: list[dict[str, str]], new: list[dict[str, str]]) -> dict[s
     from atelier.datasets.profiling import schema_diff
 
     return schema_diff(old, new)
-
-
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as source:
-        while chunk := await asyncio.to_thread(source.read, READ_CHUNK):
-            yield chunk
-
-
-async def _plan_of(session: AsyncSession, org_id: str):
-    plan_id = await session.scalar(select(Organization.plan_id).where(Organization.id == org_id))
-    if plan_id is None:
-        raise NotFound(f"No organization {org_id}")
-    return await plans.get_plan(session, plan_id)
 
 
 # ---- names ------------------------------------------------------------------------------------

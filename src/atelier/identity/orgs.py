@@ -45,6 +45,14 @@ async def memberships_of(session: AsyncSession, user_id: str) -> list[Membership
     return [MembershipView(org.id, org.name, role, org.is_personal) for org, role in rows]
 
 
+async def plan_of(session: AsyncSession, org_id: str) -> Plan:
+    """The organization's plan (for its quotas), or NotFound."""
+    plan_id = await session.scalar(select(Organization.plan_id).where(Organization.id == org_id))
+    if plan_id is None:
+        raise NotFound(f"No organization {org_id}")
+    return await plans_service.get_plan(session, plan_id)
+
+
 async def get_org(session: AsyncSession, principal: Principal) -> Organization:
     """The principal's organization (the `{org_id}` of the path was resolved into it)."""
     org = await session.get(Organization, principal.org_id)
