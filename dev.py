@@ -41,7 +41,7 @@ def uv() -> str:
 
 def sync(*, dev: bool) -> None:
     command = [uv(), "sync", "--locked", "--python", sys.executable]
-    command += ["--extra", "postgres", "--extra", "ml"]
+    command += ["--extra", "postgres", "--extra", "ml", "--extra", "mlflow"]
     # Bytecode compiled once at install: where PYTHONDONTWRITEBYTECODE is set, every process
     # (each worker, each CLI call) would otherwise compile every module again (~5 s).
     command += ["--compile-bytecode"]

@@ -18,9 +18,10 @@ import pyarrow as pa
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
+from atelier.automl import calibration
 from atelier.automl import ensemble as ensemble_selection
 from atelier.automl.learners import N_JOBS
-from atelier.automl.metrics import get_metric, holdout_report
+from atelier.automl.metrics import Metric, get_metric, holdout_report, log_loss
 from atelier.automl.model import AutomlModel
 from atelier.automl.prepare import (
     ColumnPreparer,
@@ -79,6 +80,9 @@ class TrainResult:
     preprocessing: dict[str, Any]
     elapsed_seconds: float
     library_versions: dict[str, str] = field(default_factory=dict)
+    # Multiclass: the temperature and the log loss before and after it, out of fold and on the
+    # holdout (see calibration.py); empty for binary and regression.
+    calibration: dict[str, float] = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:
@@ -101,6 +105,32 @@ def _folds(y: np.ndarray, task: str, seed: int) -> list[tuple[np.ndarray, np.nda
         k = max(2, min(k, int(np.bincount(y)[np.bincount(y) > 0].min()), k))
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(idx, y))
     return list(KFold(k, shuffle=True, random_state=seed).split(idx))
+
+
+def _calibrate(
+    oofs: list[np.ndarray],
+    picks: dict[int, float],
+    y: np.ndarray,
+    metric: Metric,
+    ensemble_loss: float,
+    seed: int,
+) -> tuple[float, float, dict[str, float]]:
+    """The ensemble's temperature, fitted on its out-of-fold probabilities; its OOF loss in the
+    optimised metric; and the OOF log loss before and after.
+
+    T = 1 (and the loss unchanged) when scaling would not lower the log loss, or would worsen the
+    optimised metric: one-vs-rest ROC AUC over several classes can move when rows renormalise.
+    """
+    blend = calibration.apply_temperature(sum(w * oofs[i] for i, w in picks.items()), 1.0)
+    temperature = calibration.fit_temperature(blend, y, seed=seed)
+    calibrated = calibration.apply_temperature(blend, temperature)
+    if temperature != 1.0 and metric.loss(y, calibrated) > metric.loss(y, blend):
+        temperature, calibrated = 1.0, blend
+    if temperature != 1.0:
+        ensemble_loss = metric.loss(y, calibrated)
+    info = {"temperature": temperature, "oof_log_loss_uncalibrated": log_loss(y, blend),
+            "oof_log_loss": log_loss(y, calibrated)}  # fmt: skip
+    return temperature, ensemble_loss, info
 
 
 def _validate(df: pl.DataFrame, config: TrainConfig) -> None:
@@ -201,9 +231,17 @@ def _train(
         raise NoModelTrained("no trial finished within the budget; give it more time")
     ranked = sorted(trials, key=lambda t: (t.loss, t.id))
     oofs = [t.oof[data.covered] for t in ranked]
+    y_covered = y_fit[data.covered]
     picks, ens_loss = ensemble_selection.select(
-        oofs, y_fit[data.covered], metric, seed=config.seed, deadline=started + 0.95 * budget
+        oofs, y_covered, metric, seed=config.seed, deadline=started + 0.95 * budget
     )
+    temperature, calibration_info = 1.0, {}
+    # Multiclass only: on binary sets the temperature lowered the holdout log loss but not the
+    # test sets' (median +0.6 % over 8 runs), and it cannot change ROC AUC, their default metric.
+    if task == "multiclass":
+        temperature, ens_loss, calibration_info = _calibrate(
+            oofs, picks, y_covered, metric, ens_loss, config.seed
+        )
     weights = {ranked[i].id: w for i, w in picks.items()}
     members = [
         (est, class_index, weights[t.id] / len(t.models))
@@ -216,12 +254,17 @@ def _train(
         | ({"categories": preparer.categories_[name]} if name in preparer.categories_ else {})
         for name in preparer.input_columns()
     ]
-    model = AutomlModel(preparer, members, task, classes, schema)
+    model = AutomlModel(preparer, members, task, classes, schema, temperature=temperature)
     x_hold = preparer.transform(hold_df)
     holdout_metrics, predictions = {}, {}
     if len(hold_idx):
-        pred = model._predict_matrix(x_hold)
+        blend = model._blend(x_hold)
+        pred = model._calibrated(blend)  # the probabilities predict_proba gives
         holdout_metrics = holdout_report(task, y_hold, pred)
+        if classes:
+            raw = calibration.apply_temperature(blend, 1.0)
+            calibration_info["holdout_log_loss_uncalibrated"] = log_loss(y_hold, raw)
+            calibration_info["holdout_log_loss"] = holdout_metrics["log_loss"]
         holdout_metrics[metric.name] = metric.score(y_hold, pred)
         if classes:
             labels = np.asarray(classes)
@@ -263,4 +306,5 @@ def _train(
         },
         elapsed_seconds=time.monotonic() - started,
         library_versions=_versions(),
+        calibration=calibration_info,
     )

@@ -36,7 +36,8 @@ def _labels(proba: np.ndarray) -> np.ndarray:
     return np.argmax(proba, axis=1)
 
 
-def _log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log probability of the true class, clipped at 1e-15 like scikit-learn's."""
     clipped = np.clip(proba[np.arange(len(y)), y], _EPS, 1.0)
     return float(-np.mean(np.log(clipped)))
 
@@ -87,13 +88,13 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
 METRICS: dict[Task, dict[str, Metric]] = {
     "binary": {
         "roc_auc": Metric("roc_auc", True, _roc_auc),
-        "log_loss": Metric("log_loss", False, _log_loss),
+        "log_loss": Metric("log_loss", False, log_loss),
         "accuracy": Metric("accuracy", True, _accuracy),
         "balanced_accuracy": Metric("balanced_accuracy", True, _balanced_accuracy),
         "f1": Metric("f1", True, _f1),
     },
     "multiclass": {
-        "log_loss": Metric("log_loss", False, _log_loss),
+        "log_loss": Metric("log_loss", False, log_loss),
         "accuracy": Metric("accuracy", True, _accuracy),
         "balanced_accuracy": Metric("balanced_accuracy", True, _balanced_accuracy),
         "f1_macro": Metric("f1_macro", True, _f1_macro),
@@ -132,7 +133,7 @@ def holdout_report(task: Task, y: np.ndarray, pred: np.ndarray) -> dict[str, flo
     return {
         "accuracy": _accuracy(y, pred),
         "balanced_accuracy": _balanced_accuracy(y, pred),
-        "log_loss": _log_loss(y, pred),
+        "log_loss": log_loss(y, pred),
         "roc_auc": auc,
         "f1_macro": _f1_macro(y, pred),
     }

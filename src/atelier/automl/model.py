@@ -10,12 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from atelier.automl.calibration import apply_temperature
 from atelier.automl.learners import predict_fold
 from atelier.automl.prepare import ColumnPreparer
 
 
 class AutomlModel:
     """predict / predict_proba on raw frames (polars, pyarrow or pandas)."""
+
+    # Class level, so that a model saved before calibration existed loads with T = 1 (skops
+    # restores the instance's __dict__, which then has no "temperature").
+    temperature: float = 1.0
 
     def __init__(
         self,
@@ -24,14 +29,18 @@ class AutomlModel:
         task: str,
         classes: list | None,
         input_schema: list[dict],
+        *,
+        temperature: float = 1.0,
     ):
         self.preparer = preparer
         self.members = members  # (fold estimator, its class indices, weight), weights sum to 1
         self.task = task
         self.classes = classes
         self.input_schema = input_schema
+        self.temperature = float(temperature)  # see calibration.py; 1.0 for regression
 
-    def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
+    def _blend(self, x: np.ndarray) -> np.ndarray:
+        """The members' weighted average, before calibration."""
         n_classes = len(self.classes) if self.classes else 0
         out = None
         for est, class_index, weight in self.members:
@@ -39,12 +48,20 @@ class AutomlModel:
             out = pred if out is None else out + pred
         return out
 
+    def _calibrated(self, blend: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return blend
+        return apply_temperature(blend, self.temperature)
+
+    def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (rows sum to 1), or regression values."""
+        return self._calibrated(self._blend(x))
+
     def predict_proba(self, frame: Any) -> np.ndarray:
         """Class probabilities, columns ordered like `classes`."""
         if self.task == "regression":
             raise ValueError("predict_proba is for classification models")
-        proba = self._predict_matrix(self.preparer.transform(frame))
-        return proba / proba.sum(axis=1, keepdims=True)
+        return self._predict_matrix(self.preparer.transform(frame))
 
     def predict(self, frame: Any) -> np.ndarray:
         """Class labels as in the training data, or numbers for regression."""

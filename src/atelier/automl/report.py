@@ -45,6 +45,9 @@ def build_report(run: dict[str, Any], data: dict[str, Any], result: Any) -> dict
         "holdout_metrics": plain(result.holdout_metrics),
         "leaderboard": plain(result.leaderboard),
         "ensemble": _ensemble(result),
+        # Multiclass: the temperature applied to the ensemble's probabilities, and the log loss
+        # before and after it (out of fold, and on the holdout).
+        "calibration": plain(result.calibration),
         "dropped_columns": plain(result.dropped_columns),
         "preprocessing": plain(result.preprocessing),
         "feature_importance": {
