@@ -283,6 +283,16 @@ class AutomlSettings(BaseModel):
     )
 
 
+class RegistrySettings(BaseModel):
+    """The model registry (an uploaded model may be as large as `http.max_upload_bytes`)."""
+
+    onnx_export: bool = Field(
+        default=True,
+        description="Export each AutoML model version to ONNX where it converts (a few "
+        "seconds per version).",
+    )
+
+
 class HttpSettings(BaseModel):
     """What the HTTP layer accepts and which headers it sends."""
 
@@ -459,6 +469,12 @@ class Settings(BaseSettings):
         description="Redis for shared state (rate limits) and the default job broker, e.g. "
         "`redis://127.0.0.1:6379/0`. Unset: kept in each process's memory.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="An MLflow tracking server (e.g. `http://mlflow:5000`): every AutoML run is "
+        "also logged there (parameters, trials, metrics, report, model). Needs the `mlflow` "
+        "extra. Unset: nothing is sent.",
+    )
     default_language: Literal["en", "fr"] | None = Field(
         default=None,
         description="Language of the web UI when the visitor has not chosen one. Unset: taken "
@@ -469,6 +485,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     datasets: DatasetsSettings = Field(default_factory=DatasetsSettings)
     automl: AutomlSettings = Field(default_factory=AutomlSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

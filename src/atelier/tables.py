@@ -10,6 +10,7 @@ from atelier.datasets import models as datasets_models
 from atelier.identity import models as identity_models
 from atelier.jobs import models as jobs_models
 from atelier.plans import models as plans_models
+from atelier.registry import models as registry_models
 from atelier.storage import models as storage_models
 
 metadata = Base.metadata
@@ -21,4 +22,5 @@ DOMAIN_MODELS = (
     jobs_models,
     datasets_models,
     automl_models,
+    registry_models,
 )

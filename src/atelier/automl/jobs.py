@@ -90,53 +90,90 @@ def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
         {"rows": table.num_rows, "columns": table.num_columns},
         result,
     )
-    model_blob_id = _store_model(ctx, payload.run_id, result, config, report)
-    ctx.call(
-        _save(
-            ctx,
-            payload.run_id,
-            leaderboard=plain(result.leaderboard),
-            results=results,
-            report=report,
-            model_blob_id=model_blob_id,
-            task=result.task,
-            metric=result.metric,
-            finished=True,
-        )
-    )
-    ctx.log(f"best {result.metric} {result.cv_score:.4f} (cross-validated)")
-    return {
+    answer = {
         "run_id": payload.run_id,
         "task": result.task,
         "metric": result.metric,
         "cv_score": results["cv_score"],
         "holdout_metrics": results["holdout_metrics"],
     }
+    with tempfile.TemporaryDirectory(prefix="automl-model-") as folder:
+        model_dir = _write_model(Path(folder) / "model", result, config, report)
+        model_blob_id = _store_model(ctx, payload.run_id, model_dir)
+        ctx.call(
+            _save(
+                ctx,
+                payload.run_id,
+                leaderboard=plain(result.leaderboard),
+                results=results,
+                report=report,
+                model_blob_id=model_blob_id,
+                task=result.task,
+                metric=result.metric,
+                finished=True,
+            )
+        )
+        ctx.log(f"best {result.metric} {result.cv_score:.4f} (cross-validated)")
+        if ctx.settings.mlflow_tracking_uri:
+            answer["mlflow_run_id"] = _track(ctx, payload.run_id, run, results, report, model_dir)
+    return answer
 
 
-def _store_model(
-    ctx: JobContext, run_id: str, result: Any, config: Any, report: dict[str, Any]
-) -> str:
-    """The model folder (model, signature, report), zipped into the store under the job's own
-    key: a second attempt replaces the first one's file."""
+def _write_model(model_dir: Path, result: Any, config: Any, report: dict[str, Any]) -> Path:
+    """The model folder: model, signature, report (`automl.artifacts`)."""
     from atelier.automl import artifacts
     from atelier.automl.report import render_html
 
-    with tempfile.TemporaryDirectory(prefix="automl-model-") as folder:
-        model_dir = Path(folder) / "model"
-        artifacts.save(
-            model_dir,
-            result.model,
-            target=config.target,
-            metric=result.metric,
+    artifacts.save(
+        model_dir,
+        result.model,
+        target=config.target,
+        metric=result.metric,
+        report=report,
+        report_html=render_html(report),
+    )
+    return model_dir
+
+
+def _store_model(ctx: JobContext, run_id: str, model_dir: Path) -> str:
+    """The model folder, zipped into the store under the job's own key: a second attempt
+    replaces the first one's file."""
+    archive = model_dir.parent / "model.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(model_dir.iterdir()):
+            zipped.write(path, path.name)
+    return ctx.call(_upload_model(ctx, run_id, archive, archive.stat().st_size))
+
+
+def _track(
+    ctx: JobContext,
+    run_id: str,
+    run: dict[str, Any],
+    results: dict[str, Any],
+    report: dict[str, Any],
+    model_dir: Path,
+) -> str | None:
+    """Log the finished run to MLflow. A tracking server that fails costs the copy there,
+    never the run: the failure goes to the job's log."""
+    from atelier.automl import tracking
+
+    try:
+        mlflow_run = tracking.log_run(
+            ctx.settings.mlflow_tracking_uri,
+            experiment=f"atelier/{ctx.org_id}/{run['dataset_name']}",
+            run={k: v for k, v in run.items() if k != "parquet_key"}
+            | {"id": run_id, "task": report.get("task"), "metric": report.get("metric")},
+            results=results,
+            leaderboard=report.get("leaderboard") or [],
             report=report,
-            report_html=render_html(report),
+            report_html=(model_dir / "report.html").read_text(),
+            model_dir=model_dir,
         )
-        archive = Path(folder) / "model.zip"
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
-            for path in sorted(model_dir.iterdir()):
-                zipped.write(path, path.name)
-        return ctx.call(_upload_model(ctx, run_id, archive, archive.stat().st_size))
+    except tracking.TrackingFailed as exc:
+        ctx.log(f"MLflow logging failed: {exc}", level="warning")
+        return None
+    ctx.log(f"logged to MLflow as run {mlflow_run}")
+    return mlflow_run
 
 
 async def _upload_model(ctx: JobContext, run_id: str, archive: Path, size: int) -> str:
@@ -170,6 +207,7 @@ def results_of(result: Any) -> dict[str, Any]:
             "holdout_metrics": result.holdout_metrics,
             "classes": result.classes,
             "ensemble": result.ensemble,
+            "calibration": result.calibration,
             "dropped_columns": result.dropped_columns,
             "preprocessing": result.preprocessing,
             "feature_importance": result.feature_importance,

@@ -463,6 +463,10 @@ class JobContext:
     def clock(self) -> Clock:
         return self._runtime.clock
 
+    @property
+    def settings(self) -> Settings:
+        return self._runtime.settings
+
     def session(self) -> AsyncSession:
         """A new database session (`async with ctx.session() as s:`), for async handlers."""
         return self._runtime.sessionmaker()
