@@ -72,6 +72,7 @@ def result(task: str, y_true, y_pred, proba=None, classes=None):
         score_over_time=[(1.0, 0.85), (5.0, 0.9), (20.0, 0.91)],
         elapsed_seconds=28.7,
         library_versions={"lightgbm": "4.7.0"},
+        calibration={"temperature": 0.8} if task == "multiclass" else {},
     )
 
 
@@ -141,3 +142,4 @@ def test_a_multiclass_report_draws_one_curve_per_class():
     )
     assert [c["class"] for c in report["diagnostics"]["roc"]] == classes
     assert len(report["diagnostics"]["confusion_matrix"]["counts"]) == 3
+    assert report["calibration"] == {"temperature": 0.8}
