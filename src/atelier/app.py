@@ -45,9 +45,13 @@ from atelier.jobs.executor import Executor
 from atelier.jobs.runtime import Runtime
 from atelier.ops import blobs_router
 from atelier.ops import router as ops
+from atelier.registry import router as registry
 from atelier.settings import Settings
 from atelier.web import account as web_account
 from atelier.web import auth as web_auth
+from atelier.web import automl_pages as web_automl
+from atelier.web import datasets_pages as web_datasets
+from atelier.web import models_pages as web_models
 from atelier.web.rendering import STATIC_DIR, Renderer
 from atelier.web.router import router as web_router
 from atelier.workers import build_runtime
@@ -137,8 +141,12 @@ def create_app(settings: Settings, *, embedded_workers: bool = False) -> FastAPI
         jobs.admin_router,
         datasets.router,
         automl.router,
+        registry.router,
         web_router,
         web_account.router,
+        web_datasets.router,
+        web_automl.router,
+        web_models.router,
     )
     # Starlette wraps in reverse order of addition: the last added is the outermost.
     app.add_middleware(

@@ -56,10 +56,13 @@ def get(url: str, headers: dict[str, str], job_id: str) -> dict:
 def wait_for(url: str, headers: dict[str, str], job_id: str, *statuses: str, within=30.0) -> dict:
     deadline = time.monotonic() + within
     job = get(url, headers, job_id)
+    pause = 0.1
     while job["status"] not in statuses:
         if time.monotonic() > deadline:
             raise AssertionError(f"job still {job['status']} after {within} s: {json.dumps(job)}")
-        time.sleep(0.1)
+        time.sleep(pause)
+        # Slower as it goes: a long job must not run into the plan's API rate limit.
+        pause = min(pause * 1.5, 0.75)
         job = get(url, headers, job_id)
     return job
 

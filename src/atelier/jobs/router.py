@@ -2,14 +2,12 @@
 be submitted directly (operators' `system.*` kinds; domains submit theirs from their own
 endpoints)."""
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.core.deps import DbSession
 from atelier.core.errors import Forbidden, NotFound
@@ -19,7 +17,7 @@ from atelier.core.routing import API_PREFIX, operation
 from atelier.identity.deps import CurrentPrincipal, Superadmin
 from atelier.jobs import service
 from atelier.jobs.dispatch import Dispatcher
-from atelier.jobs.models import STATUSES, TERMINAL, Job
+from atelier.jobs.models import STATUSES, Job, JobLogLine
 from atelier.jobs.registry import JobKind, Registry
 from atelier.jobs.schemas import (
     AdminJobRead,
@@ -173,62 +171,36 @@ async def job_events(
     await service.get(session, principal, job_id)
     # The stream polls with short sessions of its own; free this one's connection now.
     await session.close()
-    last_revision = -1
-    last_line = 0
+    after = (-1, 0)
     resume = request.headers.get("last-event-id", "")
     if resume.count(":") == 1 and all(part.isdigit() for part in resume.split(":")):
-        last_revision, last_line = (int(part) for part in resume.split(":"))
-    settings = request.app.state.settings
+        revision, line = (int(part) for part in resume.split(":"))
+        after = (revision, line)
     return StreamingResponse(
-        _events(
-            request,
-            request.app.state.sessionmaker,
-            job_id,
-            last_revision,
-            last_line,
-            poll=settings.jobs.event_poll_seconds,
-        ),
+        _events(request, job_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(
-    request: Request,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    job_id: str,
-    last_revision: int,
-    last_line: int,
-    *,
-    poll: float,
-) -> AsyncIterator[str]:
-    idle = 0.0
-    while True:
-        async with sessionmaker() as session:
-            job = await session.get(Job, job_id)
-            if job is None:  # deleted with its organization
-                return
-            lines = await service.log_lines(session, job_id, after=last_line)
-        sent = False
-        for line in lines:
-            last_line = line.id
-            data = LogLineRead.model_validate(line).model_dump_json()
-            yield _event("log", data, f"{last_revision}:{last_line}")
-            sent = True
-        if job.revision != last_revision:
-            last_revision = job.revision
-            yield _event("job", JobRead.of(job).model_dump_json(), f"{last_revision}:{last_line}")
-            sent = True
-        if job.status in TERMINAL:
-            yield _event("end", json.dumps({"status": job.status}), f"{last_revision}:{last_line}")
-            return
-        idle = 0.0 if sent else idle + poll
-        if idle >= KEEPALIVE_SECONDS:
-            idle = 0.0
+async def _events(request: Request, job_id: str, after: tuple[int, int]) -> AsyncIterator[str]:
+    followed = service.follow(
+        request.app.state.sessionmaker,
+        job_id,
+        after=after,
+        poll=request.app.state.settings.jobs.event_poll_seconds,
+        keepalive=KEEPALIVE_SECONDS,
+        disconnected=request.is_disconnected,
+    )
+    async for name, item, event_id in followed:
+        if isinstance(item, JobLogLine):
+            yield _event(name, LogLineRead.model_validate(item).model_dump_json(), event_id)
+        elif isinstance(item, Job) and name == "end":
+            yield _event(name, json.dumps({"status": item.status}), event_id)
+        elif isinstance(item, Job):
+            yield _event(name, JobRead.of(item).model_dump_json(), event_id)
+        else:
             yield ": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(poll)
 
 
 def _event(name: str, data: str, event_id: str) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atelier.core.db import transaction
 from atelier.core.errors import (
@@ -270,6 +272,53 @@ async def log_lines(
             .limit(limit)
         )
     )
+
+
+async def follow(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job_id: str,
+    *,
+    after: tuple[int, int] = (-1, 0),
+    poll: float,
+    keepalive: float,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[tuple[str, Job | JobLogLine | None, str]]:
+    """What happens to a job until it ends, for an event stream (check access first).
+
+    Yields `("log", line, id)` for each new log line, `("job", job, id)` whenever the job's
+    revision moves, `("end", job, id)` once it has ended, and `("keep-alive", None, "")` after
+    `keepalive` quiet seconds. `id` is "revision:line", what to pass back as `after` to resume
+    without repeats. Each look opens a short session of its own, so a long stream holds no
+    database connection; it stops when the job is gone (deleted with its organization) or when
+    `disconnected()` says nobody is listening.
+    """
+    last_revision, last_line = after
+    idle = 0.0
+    while True:
+        async with sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                return
+            lines = await log_lines(session, job_id, after=last_line)
+        sent = False
+        for line in lines:
+            last_line = line.id
+            yield "log", line, f"{last_revision}:{last_line}"
+            sent = True
+        if job.revision != last_revision:
+            last_revision = job.revision
+            yield "job", job, f"{last_revision}:{last_line}"
+            sent = True
+        if job.status in TERMINAL:
+            yield "end", job, f"{last_revision}:{last_line}"
+            return
+        idle = 0.0 if sent else idle + poll
+        if idle >= keepalive:
+            idle = 0.0
+            yield "keep-alive", None, ""
+        if await disconnected():
+            return
+        await asyncio.sleep(poll)
 
 
 async def load(session: AsyncSession) -> list[tuple[str, str, int]]:
