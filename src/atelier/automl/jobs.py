@@ -19,7 +19,7 @@ from sqlalchemy import exists, select, update
 from atelier.automl.jsonable import plain
 from atelier.automl.models import AutomlRun
 from atelier.automl.service import TRAIN_KIND
-from atelier.core.blobs import BlobStore, file_chunks
+from atelier.core.blobs import download_to, file_chunks
 from atelier.datasets.models import DatasetVersion
 from atelier.identity import orgs
 from atelier.jobs.models import RUNNING, Job
@@ -62,7 +62,7 @@ def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory(prefix="automl-") as folder:
         path = Path(folder) / "table.parquet"
-        ctx.call(_download(ctx.blobs, run["parquet_key"], path))
+        ctx.call(download_to(ctx.blobs, run["parquet_key"], path))
         table = pq.read_table(path)
     ctx.log(f"{table.num_rows} rows, {table.num_columns} columns, {config.budget_seconds:g} s")
     saved_at = [0.0]
@@ -242,12 +242,6 @@ async def _load(ctx: JobContext, run_id: str) -> dict[str, Any]:
         "dataset_version": run.dataset_version,
         "parquet_key": key,
     }
-
-
-async def _download(blobs: BlobStore, key: str, path: Path) -> None:
-    with path.open("wb") as out:
-        async for chunk in blobs.get(key):
-            out.write(chunk)
 
 
 async def _save(

@@ -68,6 +68,14 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def download_to(store: "BlobStore", key: str, path: Path) -> Path:
+    """A stored object written to a local file (the writes in a thread); returns the path."""
+    with path.open("wb") as out:
+        async for chunk in store.get(key):
+            await asyncio.to_thread(out.write, chunk)
+    return path
+
+
 def validate_key(key: str) -> str:
     """The key if it is safe on any store (no traversal, no absolute path), else InvalidInput."""
     segments = key.split("/")

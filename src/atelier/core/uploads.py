@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -100,6 +101,16 @@ def _too_large(limit: int, what: str = "request body") -> PayloadTooLarge:
         limit=limit,
         headers={"Connection": "close"},
     )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file arriving, as a service takes it: its chunks, the name the client gave it (display
+    only), and the byte limit."""
+
+    chunks: AsyncIterable[bytes]
+    filename: str
+    max_bytes: int
 
 
 # ---- multipart/form-data --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.pagination import Page, PageParams
 from atelier.core.routing import API_PREFIX, operation
-from atelier.core.uploads import multipart_file, safe_filename, upload_route
+from atelier.core.uploads import Upload, multipart_file, safe_filename, upload_route
 from atelier.datasets import service
 from atelier.datasets.schemas import DatasetDetail, DatasetRead, UploadResult, VersionRead
 from atelier.identity.deps import CurrentPrincipal
@@ -24,7 +24,7 @@ async def _upload(request: Request) -> tuple[service.Upload, dict[str, str]]:
     max_bytes = request.app.state.settings.http.max_upload_bytes
     upload = await multipart_file(request, max_bytes=max_bytes)
     filename = safe_filename(upload.filename, default="data")
-    return service.Upload(upload.chunks(), filename, max_bytes), upload.fields
+    return Upload(upload.chunks(), filename, max_bytes), upload.fields
 
 
 @router.post(

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +37,7 @@ from atelier.core.ids import new_id
 from atelier.core.pagination import Page, PageRequest, paginate
 from atelier.core.principal import Principal
 from atelier.core.tenancy import get_owned, org_select
+from atelier.core.uploads import Upload
 from atelier.datasets.models import Dataset, DatasetVersion
 from atelier.identity import orgs
 from atelier.settings import Settings
@@ -55,15 +56,6 @@ CONTENT_TYPES = {
 }
 DOWNLOAD_LINK_LIFETIME = timedelta(minutes=10)
 MAX_NAME = 200
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file arriving: its chunks, the name the client gave it, and the byte limit."""
-
-    chunks: AsyncIterable[bytes]
-    filename: str
-    max_bytes: int
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.errors import InvalidInput
 from atelier.core.pagination import Page, PageParams, PageRequest
 from atelier.core.routing import API_PREFIX, operation
-from atelier.core.uploads import multipart_file, raw_body, safe_filename, upload_route
+from atelier.core.uploads import Upload, multipart_file, raw_body, safe_filename, upload_route
 from atelier.identity.deps import CurrentPrincipal
 from atelier.registry import service, versions
 from atelier.registry.schemas import FromRun, ModelDetail, ModelRead, StageChange, VersionRead
@@ -105,9 +105,7 @@ async def create_version(
             state.blobs,
             principal,
             name,
-            versions.Upload(
-                upload.chunks(), safe_filename(upload.filename, default="model"), max_bytes
-            ),
+            Upload(upload.chunks(), safe_filename(upload.filename, default="model"), max_bytes),
             description=upload.fields.get("description"),
             settings=state.settings,
             clock=clock,

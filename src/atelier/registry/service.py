@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.audit import service as audit
-from atelier.core.blobs import BlobStore
+from atelier.core.blobs import BlobStore, download_to
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
@@ -196,13 +196,20 @@ async def download_link(
     session: AsyncSession, store: BlobStore, principal: Principal, name: str, number: int
 ) -> str:
     """A short-lived link to the version's zip."""
+    blob = await _blob_of(session, principal, name, number)
+    return await store.signed_url(
+        blob.key, expires_in=DOWNLOAD_LINK_LIFETIME, filename=blob.filename
+    )
+
+
+async def _blob_of(
+    session: AsyncSession, principal: Principal, name: str, number: int
+) -> StoredBlob:
     version = await get_version(session, principal, name, number)
     blob = await session.get(StoredBlob, version.blob_id)
     if blob is None:  # a version's blob goes only with it
         raise NotFound(f"The files of version {number} of {name!r} are gone")
-    return await store.signed_url(
-        blob.key, expires_in=DOWNLOAD_LINK_LIFETIME, filename=blob.filename
-    )
+    return blob
 
 
 @asynccontextmanager
@@ -216,15 +223,9 @@ async def opened(
     settings: Settings,
 ) -> AsyncIterator[Path]:
     """The version's folder, unpacked into a temporary directory for the block's length."""
-    version = await get_version(session, principal, name, number)
-    blob = await session.get(StoredBlob, version.blob_id)
-    if blob is None:
-        raise NotFound(f"The files of version {number} of {name!r} are gone")
+    blob = await _blob_of(session, principal, name, number)
     async with workspace(settings) as work:
-        archive = work / "version.zip"
-        with archive.open("wb") as out:
-            async for chunk in store.get(blob.key):
-                await asyncio.to_thread(out.write, chunk)
+        archive = await download_to(store, blob.key, work / "version.zip")
         folder = await asyncio.to_thread(
             folders.unzip_folder, archive, work / "version", max_bytes=blob.size * 200
         )

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import re
 import shutil
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atelier import __version__
 from atelier.audit import service as audit
 from atelier.automl import service as automl
-from atelier.core.blobs import BlobStore, file_chunks, org_key
+from atelier.core.blobs import BlobStore, download_to, file_chunks, org_key
 from atelier.core.clock import Clock
 from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
 from atelier.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from atelier.core.ids import new_id
 from atelier.core.principal import Principal
+from atelier.core.uploads import Upload
 from atelier.datasets.service import clean_description
 from atelier.identity import orgs
 from atelier.registry import cards, folders, formats, service
@@ -41,15 +41,6 @@ from atelier.storage.models import StoredBlob
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PURPOSE = "model-version"
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A model file arriving: its chunks, the name the client gave it, and the byte limit."""
-
-    chunks: AsyncIterable[bytes]
-    filename: str
-    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -91,10 +82,7 @@ async def register_run(
         raise Conflict(f"AutoML run {run_id} has no model: it has not finished, or it failed")
     lineage = _run_lineage(run, principal, clock)
     async with service.workspace(settings) as work:
-        archive = work / "run-model.zip"
-        with archive.open("wb") as out:
-            async for chunk in store.get(blob.key):
-                await asyncio.to_thread(out.write, chunk)
+        archive = await download_to(store, blob.key, work / "run-model.zip")
         prepared = await asyncio.to_thread(
             _prepare_run_model, archive, work / "version", lineage, settings
         )

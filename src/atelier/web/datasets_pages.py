@@ -33,7 +33,7 @@ from atelier.core.deps import AppClock, ClientInfo, DbSession
 from atelier.core.errors import AtelierError
 from atelier.core.pagination import PageRequest
 from atelier.core.problems import prefers_html
-from atelier.core.uploads import multipart_file, safe_filename, upload_route
+from atelier.core.uploads import Upload, multipart_file, safe_filename, upload_route
 from atelier.datasets import service as datasets
 from atelier.identity.orgs import memberships_of
 from atelier.identity.web_sessions import WebUser
@@ -326,7 +326,7 @@ async def _upload(request: Request) -> tuple[datasets.Upload, dict[str, str]]:
     upload = await multipart_file(request, max_bytes=max_bytes)
     auth.verify_csrf(request, upload.fields.get(auth.CSRF_FIELD))
     filename = safe_filename(upload.filename, default="data")
-    return datasets.Upload(upload.chunks(), filename, max_bytes), upload.fields
+    return Upload(upload.chunks(), filename, max_bytes), upload.fields
 
 
 def _uploaded(request: Request, location: str) -> Response:
