@@ -52,6 +52,10 @@ def test_upload_then_train_live_then_read_the_report(page, start_server, tmp_pat
     expect(page.locator("[data-action=train]")).to_be_visible()
     page.click("[data-nav=automl]")
     page.click("[data-action=new-run]")
+    # A click waits for the navigation to start, not for htmx (a deferred script) to be ready:
+    # a choice made before it listens would go unseen.
+    page.wait_for_load_state("load")
+    page.wait_for_function("window.htmx !== undefined && document.readyState === 'complete'")
     page.select_option("select[name=dataset]", label="Churn")  # htmx brings its columns
     expect(page.locator("select[name=target]")).to_have_value("churned", timeout=30_000)
     page.fill("input[name=budget_seconds]", "10")
