@@ -223,6 +223,22 @@ async def test_a_download_link_leads_to_the_file_as_sent(client, ada):
     assert file.content == content
 
 
+async def test_a_dataset_is_deleted_from_its_page_with_its_files(client, ada, db_session):
+    created = await api_dataset(client, ada)
+    dataset_id = created["dataset"]["id"]
+    page = await client.get(f"/datasets/{dataset_id}")
+    assert 'data-action="delete-dataset"' in page.text
+    path = f"/datasets/{dataset_id}/delete"
+    refused = await client.post(path, data={})
+    assert refused.status_code == 403
+    assert await blob_rows(db_session, ada.org_id) == 2
+    deleted = await client.post(path, data={"csrf_token": csrf_of(page.text)})
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == "/datasets"
+    assert (await client.get(f"/datasets/{dataset_id}")).status_code == 404
+    assert await blob_rows(db_session, ada.org_id) == 0
+
+
 async def test_a_new_version_from_the_page_shows_its_schema_diff(client, ada):
     dataset_id = (await api_dataset(client, ada))["dataset"]["id"]
     token = await token_of(client, f"/datasets/{dataset_id}")

@@ -320,7 +320,7 @@ async def upload_version(
     return _uploaded(request, f"/datasets/{dataset_id}/versions/{version.number}")
 
 
-async def _upload(request: Request) -> tuple[datasets.Upload, dict[str, str]]:
+async def _upload(request: Request) -> tuple[Upload, dict[str, str]]:
     """The form's fields up to its file, CSRF checked, and the file as a stream."""
     max_bytes = request.app.state.settings.http.max_upload_bytes
     upload = await multipart_file(request, max_bytes=max_bytes)
@@ -386,6 +386,21 @@ async def _profile_page(
     return await render_page(
         request, session, web_user, "datasets/profile.html", context, status_code=status_code
     )
+
+
+@router.post("/datasets/{dataset_id}/delete")
+async def delete_dataset(
+    dataset_id: DatasetId,
+    request: Request,
+    session: DbSession,
+    info: ClientInfo,
+    web_user: auth.SignedInForm,
+) -> Response:
+    """The dataset, its versions and their files (audited); back to the list."""
+    await datasets.delete_dataset(
+        session, request.app.state.blobs, web_user.principal, dataset_id, info=info
+    )
+    return RedirectResponse("/datasets", status_code=303)
 
 
 @router.get("/datasets/{dataset_id}/versions/{number}/download")
