@@ -173,7 +173,8 @@ async def test_a_run_without_a_model_or_of_another_org_cannot_be_registered(
 )
 async def test_bad_registrations_are_422(client, alice, db_session, name, body):
     response = await client.post(f"{BASE}/{name}/versions", json=body, headers=alice.headers)
-    assert response.status_code in (404, 422), response.text  # "../etc" may not even route
+    # "../etc" is normalised away by the client and does not route: 404. Every other is 422.
+    assert response.status_code == (404 if name == "../etc" else 422), response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert await counts(db_session) == (0, 0, 0)
 
