@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, embedded_workers: bool = False) -> FastAPI
                 scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await scheduler
-            await runtime.dispatcher.executor.close()
+            await runtime.dispatcher.close()
             await app.state.oidc.http.aclose()
             await engine.dispose()
             metrics.mark_process_dead()

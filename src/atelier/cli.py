@@ -406,7 +406,7 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) ->
             async with runtime.sessionmaker() as session:
                 return await job_service.cancel_by_id(session, runtime.dispatcher, job_id)
         finally:
-            await runtime.dispatcher.executor.close()
+            await runtime.dispatcher.close()
 
     try:
         job = _with_engine(settings, cancel)
@@ -434,7 +434,7 @@ def jobs_run_periodic(
         try:
             return await registry.periodic_tasks[name].fn(runtime)
         finally:
-            await runtime.dispatcher.executor.close()
+            await runtime.dispatcher.close()
 
     result = _with_engine(settings, run)
     console.print(f"{name}: {json.dumps(result, default=str)}", markup=False)

@@ -40,7 +40,7 @@ def build_runtime(
         settings.storage, secret=settings.secret_key.get_secret_value(), clock=clock
     )
     dispatcher = Dispatcher(
-        sessionmaker, executor, clock=clock, window=settings.jobs.dispatch_window
+        sessionmaker, executor, clock=clock, window=settings.jobs.dispatch_window, engine=engine
     )
     runtime = Runtime(
         settings=settings,

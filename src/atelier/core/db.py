@@ -304,6 +304,11 @@ async def transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
         session.info[_DEPTH] = 0
 
 
+def in_unit_of_work(session: AsyncSession) -> bool:
+    """Whether the session has writes under way: an open `transaction` block or ORM changes."""
+    return bool(session.info.get(_DEPTH) or session.new or session.dirty or session.deleted)
+
+
 def on_commit(session: AsyncSession, fn: Callback, *args: Any) -> None:
     """Run `fn(*args)` after the current transaction commits; dropped if it rolls back."""
     _callbacks(session, _ON_COMMIT).append((fn, args))

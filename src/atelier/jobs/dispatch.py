@@ -9,6 +9,9 @@ oldest job, so a tenant flooding a queue cannot starve the others.
 
 Deliveries are published only after the transaction that dispatched them commits. A delivery that
 fails puts the job back to waiting; one lost later (a broker crash) is repeated by the sweeper.
+With a broker (`Executor.background`), publishing does not hold up the committer: deliveries are
+posted to the executor's publisher thread, which sends what was posted while it was busy
+together, and reports back what it could not send.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.core.clock import Clock
-from atelier.core.db import on_commit, transaction
+from atelier.core.db import StatementConnection, on_commit, transaction
 from atelier.identity.models import Organization
 from atelier.jobs import metrics
 from atelier.jobs import statements as sql
@@ -56,6 +59,7 @@ class Dispatcher:
         *,
         clock: Clock,
         window: int,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.executor = executor
@@ -63,6 +67,13 @@ class Dispatcher:
         self.window = window
         # Queues whose last submit here had to wait: the next one takes the lock at once.
         self.contended: set[str] = set()
+        # Submits made outside any unit of work insert in one autocommit round trip, on a
+        # connection of their own (PostgreSQL; durable: a job that got its 202 is on disk).
+        self.statements = (
+            StatementConnection(engine)
+            if engine is not None and engine.dialect.name == "postgresql"
+            else None
+        )
 
     # ---- counting ------------------------------------------------------------------------
 
@@ -95,7 +106,38 @@ class Dispatcher:
     def hand_over(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
         """Publish these deliveries once the current transaction commits."""
         if deliveries:
-            on_commit(session, self.publish, deliveries)
+            background = getattr(self.executor, "background", False)
+            on_commit(session, self.post if background else self.publish, deliveries)
+
+    async def handed_over(self, deliveries: list[Delivery]) -> None:
+        """Publish deliveries whose dispatch is already committed."""
+        if getattr(self.executor, "background", False):
+            self.post(deliveries)
+        else:
+            await self.publish(deliveries)
+
+    def post(self, deliveries: list[Delivery]) -> None:
+        """Give deliveries to the executor's publisher, without waiting for the broker."""
+        self.executor.post(deliveries, self._not_handed_over)  # type: ignore[attr-defined]
+
+    async def _not_handed_over(self, deliveries: list[Delivery], exc: BaseException) -> None:
+        log.warning(
+            "jobs_not_handed_over",
+            jobs=[d.job_id for d in deliveries],
+            error=repr(exc) or type(exc).__name__,
+        )
+        await self._undispatch([d.job_id for d in deliveries])
+
+    async def flush(self) -> None:
+        """Wait until what was posted is published (or given back to the sweeper)."""
+        if getattr(self.executor, "background", False):
+            await self.executor.flush()  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        await self.flush()
+        if self.statements is not None:
+            await self.statements.close()
+        await self.executor.close()
 
     async def publish(self, deliveries: list[Delivery]) -> None:
         try:

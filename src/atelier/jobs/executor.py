@@ -17,6 +17,12 @@ class Delivery:
 
 
 class Executor(Protocol):
+    # True where delivering is publishing to a broker: such an executor also has
+    # `post(deliveries, on_failure)`, which publishes from a thread of its own without
+    # waiting (`on_failure(deliveries, exc)` is awaited on the poster's loop if that fails),
+    # and `flush()`, which waits for what was posted (`adapters.executors.celery`).
+    background: bool
+
     async def deliver(self, deliveries: list[Delivery]) -> None:
         """Hand the jobs over; raise if they could not be (they will be dispatched again)."""
         ...

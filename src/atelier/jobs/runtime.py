@@ -89,6 +89,9 @@ class Runtime:
         self.statements = StatementConnection(self.engine, durable=False)
 
     async def close(self) -> None:
+        await self.dispatcher.flush()  # what this process released, published
+        if self.dispatcher.statements is not None:
+            await self.dispatcher.statements.close()
         await self.statements.close()
         await self.engine.dispose()
 

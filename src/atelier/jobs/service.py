@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -14,7 +15,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from atelier.core.db import transaction
+from atelier.core.db import in_unit_of_work, transaction
 from atelier.core.errors import (
     Conflict,
     InvalidInput,
@@ -73,85 +74,130 @@ async def submit(
     """
     clock = dispatcher.clock
     data = _validate(kind, payload).model_dump(mode="json")
-    request_hash = _request_hash(kind.name, data)
+    period = plans.period_of(clock)
+    values = _new_job(kind, data, org_id, created_by, idempotency_key, clock.now())
+    fast = {f"p_{name}": value for name, value in values.items()} | {
+        "p_period": period,
+        "p_window": dispatcher.window,
+    }
+    queue = kind.queue
+    delivery = Delivery(values["id"], queue, values["timeout_seconds"])
+    tried_fast = False
+    if (
+        dispatcher.statements is not None
+        and idempotency_key is None
+        and queue not in dispatcher.contended
+        and not in_unit_of_work(session)
+    ):
+        # A job on its own (no data of the caller's to commit with it): one autocommit round
+        # trip, on the dispatcher's connection.
+        tried_fast = True
+        if await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None:
+            await dispatcher.handed_over([delivery])
+            metrics.record_submitted(kind.name)
+            return Submitted(Job(**values), created=True)
     async with transaction(session):
         if idempotency_key is not None:
             earlier = await by_idempotency_key(session, org_id, idempotency_key)
             if earlier is not None:
-                return Submitted(_same_request(earlier, request_hash), created=False)
-        period = plans.period_of(clock)
-        queue = kind.queue
-        # Without a concurrent-jobs limit and with room in the queue's window, the job goes at
-        # once, without the queue's lock: concurrent submits may then overfill the window by a
-        # few, which only a soft bound suffers. Any other decision is taken under the lock, so
-        # it cannot miss a slot freed meanwhile (a job left waiting with nothing to release it).
-        # Where the last submit to this queue had to wait, this one likely waits too: its
-        # organization's waiting jobs are counted (for the cap, a soft bound) before the lock,
-        # so the lock is not held through the count, and the lock is taken before deciding.
-        waiting = None
-        if queue in dispatcher.contended:
-            waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
-        locked = waiting is not None and await dispatcher.lock_queue(session, queue)
-        facts = await dispatcher.admission(session, org_id, queue, period)
-        if facts is None:
-            raise NotFound(f"No organization {org_id}")
-        _check_compute_quota(facts)
-        lock_free = facts.max_concurrent is None and _queue_room(facts, dispatcher)
-        if not locked and not lock_free and await dispatcher.lock_queue(session, queue):
-            facts = await dispatcher.admission(session, org_id, queue, period)
-            assert facts is not None
-        org_room = facts.max_concurrent is None or facts.org_in_flight < facts.max_concurrent
-        dispatch_now = org_room and _queue_room(facts, dispatcher)
-        if dispatch_now:
-            dispatcher.contended.discard(queue)
-        else:
-            dispatcher.contended.add(queue)
-            max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
-            if waiting is None:
-                waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
-            if waiting >= max_waiting:
-                raise TooManyRequests(
-                    f"{waiting} jobs of this organization are already waiting for a slot; "
-                    "try again when some have started",
-                    retry_after=30,
-                    waiting=waiting,
-                    limit=max_waiting,
-                )
-        now = clock.now()
-        values = {
-            "id": new_id("job"),
-            "org_id": org_id,
-            "created_by": created_by,
-            "kind": kind.name,
-            "queue": queue,
-            "payload": data,
-            "status": QUEUED,
-            "progress": 0.0,
-            "attempt": 0,
-            "max_attempts": kind.max_attempts,
-            "timeout_seconds": int(kind.timeout.total_seconds()),
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash,
-            "compute_seconds": 0.0,
-            "revision": 0,
-            "created_at": now,
-            "dispatched_at": now if dispatch_now else None,
-        }
+                return Submitted(_same_request(earlier, values["request_hash"]), created=False)
+        # Core statements on the session's connection: this is the hot path of every job, the
+        # ORM's unit of work is not needed for one row.
+        connection = await session.connection()
         try:
-            # A Core INSERT on the session's connection: this is the hot path of every job, the
-            # ORM's unit of work is not needed for one row.
-            await (await session.connection()).execute(sql.INSERT, values)
+            inserted = (
+                not tried_fast
+                and queue not in dispatcher.contended
+                and (await connection.execute(sql.INSERT_IF_FREE, fast)).first()
+            )
+            if not inserted:
+                if not await _admit(session, dispatcher, org_id, queue, period):
+                    values["dispatched_at"] = None
+                await connection.execute(sql.INSERT, values)
         except IntegrityError:
             if idempotency_key is None:
                 raise
             # Another request with the same key won the race; answer with its job.
             raise IdempotencyRace from None
-        if dispatch_now:
-            dispatcher.hand_over(
-                session, [Delivery(values["id"], queue, values["timeout_seconds"])]
-            )
+        if values["dispatched_at"] is not None:
+            dispatcher.hand_over(session, [delivery])
     metrics.record_submitted(kind.name)
     return Submitted(Job(**values), created=True)
+
+
+def _new_job(
+    kind: JobKind,
+    data: dict[str, Any],
+    org_id: str,
+    created_by: str | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A new job's row, dispatched at `now` (the submit clears that if it must wait)."""
+    return {
+        "id": new_id("job"),
+        "org_id": org_id,
+        "created_by": created_by,
+        "kind": kind.name,
+        "queue": kind.queue,
+        "payload": data,
+        "status": QUEUED,
+        "progress": 0.0,
+        "attempt": 0,
+        "max_attempts": kind.max_attempts,
+        "timeout_seconds": int(kind.timeout.total_seconds()),
+        "idempotency_key": idempotency_key,
+        "request_hash": _request_hash(kind.name, data),
+        "compute_seconds": 0.0,
+        "revision": 0,
+        "created_at": now,
+        "dispatched_at": now,
+    }
+
+
+async def _admit(
+    session: AsyncSession, dispatcher: Dispatcher, org_id: str, queue: str, period: str
+) -> bool:
+    """Whether a job the one-statement insert did not take is dispatched at once (True) or
+    waits for a slot (False); raises where it may not be accepted at all.
+
+    Without a concurrent-jobs limit and with room in the queue's window, the job goes at once,
+    without the queue's lock: concurrent submits may then overfill the window by a few, which
+    only a soft bound suffers. Any other decision is taken under the lock, so it cannot miss a
+    slot freed meanwhile (a job left waiting with nothing to release it). Where the last submit
+    to this queue had to wait, this one likely waits too: its organization's waiting jobs are
+    counted (for the cap, a soft bound) before the lock, so the lock is not held through the
+    count, and the lock is taken before deciding.
+    """
+    waiting = None
+    if queue in dispatcher.contended:
+        waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
+    locked = waiting is not None and await dispatcher.lock_queue(session, queue)
+    facts = await dispatcher.admission(session, org_id, queue, period)
+    if facts is None:
+        raise NotFound(f"No organization {org_id}")
+    _check_compute_quota(facts)
+    lock_free = facts.max_concurrent is None and _queue_room(facts, dispatcher)
+    if not locked and not lock_free and await dispatcher.lock_queue(session, queue):
+        facts = await dispatcher.admission(session, org_id, queue, period)
+        assert facts is not None
+    org_room = facts.max_concurrent is None or facts.org_in_flight < facts.max_concurrent
+    if org_room and _queue_room(facts, dispatcher):
+        dispatcher.contended.discard(queue)
+        return True
+    dispatcher.contended.add(queue)
+    max_waiting = facts.max_waiting or DEFAULT_MAX_WAITING
+    if waiting is None:
+        waiting = await dispatcher.org_waiting(session, org_id, DEFAULT_MAX_WAITING)
+    if waiting >= max_waiting:
+        raise TooManyRequests(
+            f"{waiting} jobs of this organization are already waiting for a slot; "
+            "try again when some have started",
+            retry_after=30,
+            waiting=waiting,
+            limit=max_waiting,
+        )
+    return False
 
 
 def _queue_room(facts: Admission, dispatcher: Dispatcher) -> bool:

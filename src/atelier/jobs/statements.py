@@ -174,3 +174,57 @@ _waiting = (select(job.id).where(job.org_id == bindparam("p_org"), WAITING).limi
 ORG_WAITING = select(func.count()).select_from(_waiting)
 
 INSERT = jobs.insert()
+
+# The common submit in one statement: the job is inserted, already dispatched, only where that
+# needs no lock (the plan sets no concurrent-jobs limit, the compute quota has room, the queue's
+# window has room and nothing waits in it); otherwise nothing is inserted and the submit takes
+# the general path. Parameters: `p_<column>` for every column of `INSERT_COLUMNS`, `p_window`.
+INSERT_COLUMNS = (
+    "id",
+    "org_id",
+    "created_by",
+    "kind",
+    "queue",
+    "payload",
+    "status",
+    "progress",
+    "attempt",
+    "max_attempts",
+    "timeout_seconds",
+    "idempotency_key",
+    "request_hash",
+    "compute_seconds",
+    "revision",
+    "created_at",
+    "dispatched_at",
+)
+_compute_used = func.coalesce(
+    select(_usage.amount)
+    .where(
+        _usage.org_id == bindparam("p_org_id"),
+        _usage.meter == "compute_seconds",
+        _usage.period == bindparam("p_period"),
+    )
+    .scalar_subquery(),
+    0,
+)
+INSERT_IF_FREE = (
+    jobs.insert()
+    .from_select(
+        INSERT_COLUMNS,
+        select(*(bindparam(f"p_{name}", type_=jobs.c[name].type) for name in INSERT_COLUMNS))
+        .select_from(Organization.__table__)
+        .join(Plan.__table__, _plans.id == _orgs.plan_id)
+        .where(
+            _orgs.id == bindparam("p_org_id"),
+            _plans.max_concurrent_jobs.is_(None),
+            or_(
+                _plans.monthly_compute_seconds.is_(None),
+                _compute_used + 1 <= _plans.monthly_compute_seconds,
+            ),
+            count(job.queue == bindparam("p_queue"), HANDED_OVER) < bindparam("p_window"),
+            ~exists().where(job.queue == bindparam("p_queue"), WAITING),
+        ),
+    )
+    .returning(job.id)
+)

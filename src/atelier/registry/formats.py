@@ -8,7 +8,10 @@ loaded, so such a file is recognised and refused without ever being deserialized
 
 from __future__ import annotations
 
+import io
 import json
+import pickletools
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +59,7 @@ class Detected:
 def detect(path: Path) -> Detected:
     """ONNX or skops, from the content; PickleRefused, or UnsupportedMediaType for anything else."""
     with path.open("rb") as file:
-        head = file.read(16)
+        head = file.read(_HEAD)
     if not head:
         raise InvalidInput("The model file is empty")
     if zipfile.is_zipfile(path):
@@ -70,11 +73,32 @@ def detect(path: Path) -> Detected:
     )
 
 
+_HEAD = 256
+_GLOBAL = re.compile(r"[A-Za-z_][\w.]* [A-Za-z_][\w.]*")
+
+
 def _looks_like_pickle(head: bytes) -> bool:
     protocol_2_plus = head[:1] == b"\x80" and 2 <= head[1] <= 5 if len(head) > 1 else False
-    # Protocols 0 and 1 open with MARK, GLOBAL, an empty list or dict (the usual first opcodes).
-    old_protocol = head[:1] in (b"(", b"c", b"}", b"]") and head[:2] != b"{\n"
+    # Protocols 0 and 1 open with MARK, GLOBAL, an empty list or dict (the usual first opcodes);
+    # a text file may too, so the opening bytes must also decode as pickle opcodes.
+    old_protocol = head[:1] in (b"(", b"c", b"}", b"]") and _decodes_as_pickle(head)
     return protocol_2_plus or old_protocol or head.startswith(_COMPRESSED)
+
+
+def _decodes_as_pickle(head: bytes) -> bool:
+    """Whether `head` reads as the start of a pickle: its opcodes are only decoded (pickletools
+    builds nothing and imports nothing), up to the end of `head`."""
+    stream = io.BytesIO(head)
+    decoded = 0
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name in ("GLOBAL", "INST") and not _GLOBAL.fullmatch(str(arg)):
+                return False  # "module name" of a real pickle; text gives anything
+            decoded += 1
+    except ValueError:  # a bad opcode or argument, or an opcode cut off by the end of `head`
+        cut_off = len(head) == _HEAD and stream.tell() == len(head)
+        return cut_off and decoded >= 2
+    return decoded >= 2
 
 
 def _from_zip(path: Path) -> Detected:

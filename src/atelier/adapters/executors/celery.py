@@ -9,11 +9,21 @@ Celery only carries "run job X"; the job row stays the source of truth (`jobs.ru
 - Time limits: the runtime enforces each job's own limit; Celery's hard `time_limit` (the job's
   limit plus the grace period and a margin) is the backstop that ends a stuck process.
 - Retries with exponential backoff are the runtime's (`RetryableError`), not Celery's.
+- One message carries up to `BATCH` jobs of one queue (jobs released or submitted together), so
+  a busy system pays Celery's per-message work once per batch, not once per job. The worker
+  process runs them one after the other; a job still running after `HAND_BACK_AFTER` gives the
+  rest of its batch back to the queue, so a long job never holds others while a process idles.
+  A batch redelivered after its process died is harmless: its jobs that already ran cannot be
+  claimed again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -27,9 +37,12 @@ from atelier.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-RUN_JOB = "atelier.run_job"
+RUN_JOB = "atelier.run_job"  # one job: messages published before batches existed
+RUN_JOBS = "atelier.run_jobs"
 PERIODIC = "atelier.periodic"
 HARD_LIMIT_MARGIN = 30
+BATCH = 4
+HAND_BACK_AFTER = 0.05  # seconds
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -48,6 +61,10 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule=_beat_schedule(settings),
     )
     state = _WorkerState(settings, app)
+
+    @app.task(name=RUN_JOBS, ignore_result=True)
+    def run_jobs(queue: str, jobs: list[tuple[str, int]]) -> None:
+        state.run(state.run_batch([Delivery(job_id, queue, limit) for job_id, limit in jobs]))
 
     @app.task(name=RUN_JOB, ignore_result=True)
     def run_job(job_id: str) -> None:
@@ -117,6 +134,31 @@ class _WorkerState:
         assert self._loop is not None
         return self._loop.run_until_complete(coroutine)
 
+    async def run_batch(self, batch: list[Delivery]) -> None:
+        """Run the batch's jobs in turn; hand the rest back when one of them takes long."""
+        runtime = self.runtime()
+        while batch:
+            job, batch = batch[0], batch[1:]
+            run = asyncio.ensure_future(runtime.run(job.job_id))
+            if batch:
+                await asyncio.wait({run}, timeout=HAND_BACK_AFTER)
+                if not run.done():
+                    batch = await self._hand_back(runtime, batch)
+            try:
+                await run
+            except Exception:  # this job's delivery is lost (the sweeper repeats it), not the rest
+                log.exception("job_run_failed", job_id=job.job_id)
+
+    @staticmethod
+    async def _hand_back(runtime: Any, batch: list[Delivery]) -> list[Delivery]:
+        """Publish the rest of a batch again; what could not be published stays here."""
+        try:
+            await runtime.dispatcher.executor.deliver(batch)
+        except Exception:
+            log.warning("job_batch_not_handed_back", jobs=[d.job_id for d in batch])
+            return batch
+        return []
+
     def stop(self, **_: Any) -> None:
         from atelier.core import metrics
 
@@ -142,28 +184,78 @@ def _hard_exit() -> None:
 
 
 class CeleryExecutor:
-    """Publishes deliveries as `atelier.run_job` tasks on the job's queue."""
+    """Publishes deliveries as `atelier.run_jobs` tasks, up to `BATCH` jobs of one queue each."""
+
+    background = True
 
     def __init__(self, settings: Settings, *, app: Celery | None) -> None:
         self.settings = settings
         self.app = app or _base_app(settings)
         self.timeout = settings.jobs.publish_timeout_seconds
         self.grace = settings.jobs.time_limit_grace_seconds
+        self._posted: queue.SimpleQueue[_Posted | threading.Event | None] = queue.SimpleQueue()
+        self._publisher: threading.Thread | None = None
+        self._publisher_lock = threading.Lock()
 
     async def deliver(self, deliveries: list[Delivery]) -> None:
         await asyncio.wait_for(asyncio.to_thread(self._send, deliveries), self.timeout)
 
+    def post(self, deliveries: list[Delivery], on_failure: OnFailure) -> None:
+        """Publish from the publisher thread; the caller goes on at once. What is posted while
+        the thread sends leaves in its next send, together."""
+        self._posted.put(_Posted(deliveries, asyncio.get_running_loop(), on_failure))
+        if self._publisher is None:
+            with self._publisher_lock:
+                if self._publisher is None:
+                    self._publisher = threading.Thread(
+                        target=self._publish_posted, name="atelier-publisher", daemon=True
+                    )
+                    self._publisher.start()
+
+    async def flush(self) -> None:
+        if self._publisher is None:
+            return
+        done = threading.Event()
+        self._posted.put(done)
+        await asyncio.to_thread(done.wait, self.timeout + 10)
+
+    def _publish_posted(self) -> None:
+        while True:
+            items = [self._posted.get()]
+            while not self._posted.empty():
+                items.append(self._posted.get_nowait())
+            posts = [item for item in items if isinstance(item, _Posted)]
+            if posts:
+                try:
+                    self._send([d for post in posts for d in post.deliveries])
+                except Exception as exc:  # a broker down or slow: the sweeper dispatches later
+                    for post in posts:
+                        post.failed(exc)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is None for item in items):
+                return
+
     def _send(self, deliveries: list[Delivery]) -> None:
+        by_queue: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_queue.setdefault(delivery.queue, []).append(delivery)
         with self.app.producer_or_acquire() as producer:
-            for delivery in deliveries:
-                self.app.send_task(
-                    RUN_JOB,
-                    args=[delivery.job_id],
-                    queue=delivery.queue,
-                    time_limit=delivery.timeout_seconds + self.grace + HARD_LIMIT_MARGIN,
-                    producer=producer,
-                    retry=False,
-                )
+            for queue, jobs in by_queue.items():
+                for start in range(0, len(jobs), BATCH):
+                    batch = jobs[start : start + BATCH]
+                    # The backstop for the whole batch: its longest job's limit, plus the time
+                    # the others may take before one of them hands the rest back.
+                    longest = max(d.timeout_seconds for d in batch)
+                    self.app.send_task(
+                        RUN_JOBS,
+                        args=[queue, [[d.job_id, d.timeout_seconds] for d in batch]],
+                        queue=queue,
+                        time_limit=longest + self.grace + HARD_LIMIT_MARGIN + len(batch),
+                        producer=producer,
+                        retry=False,
+                    )
 
     async def ping(self) -> str:
         def check() -> str:
@@ -175,10 +267,32 @@ class CeleryExecutor:
         return f"celery broker {uri}"
 
     async def close(self) -> None:
+        await self.flush()
         await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
+        if self._publisher is not None:
+            self._posted.put(None)
+            self._publisher.join(self.timeout + 10)
+            self._publisher = None
         self.app.close()
+
+
+OnFailure = Callable[[list[Delivery], BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Posted:
+    deliveries: list[Delivery]
+    loop: asyncio.AbstractEventLoop
+    on_failure: OnFailure
+
+    def failed(self, exc: BaseException) -> None:
+        """Report the failure on the poster's loop (from the publisher thread)."""
+        try:
+            asyncio.run_coroutine_threadsafe(self.on_failure(self.deliveries, exc), self.loop)
+        except RuntimeError:  # that loop is closed: the sweeper re-dispatches these jobs
+            log.warning("jobs_not_handed_over", jobs=[d.job_id for d in self.deliveries])
 
 
 def _base_app(settings: Settings) -> Celery:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 class InlineExecutor:
     """Delivering is running: `deliver` returns when the jobs (and those they release) ended."""
 
+    background = False
+
     def __init__(self) -> None:
         self.runtime: Runtime | None = None  # set by `atelier.workers.build_runtime`
 
@@ -31,6 +33,8 @@ class InlineExecutor:
 class NoExecutor:
     """For a process that may submit jobs but has nowhere to run them (`atelier api` with the
     local executor): jobs stay queued until `atelier up` or a worker takes them."""
+
+    background = False
 
     async def deliver(self, deliveries: list[Delivery]) -> None:
         raise RuntimeError("no executor in this process (the local pool runs in `atelier up`)")

@@ -48,6 +48,8 @@ class _Worker:
 
 
 class LocalExecutor:
+    background = False
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.concurrency = settings.jobs.concurrency
