@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -152,6 +153,24 @@ def test_same_seed_gives_the_same_leaderboard_and_ensemble():
     assert strip(first.leaderboard) == strip(second.leaderboard)
     assert first.ensemble == second.ensemble
     assert first.holdout_metrics == second.holdout_metrics
+
+
+def test_the_ensemble_is_refitted_on_every_row_after_the_honest_holdout():
+    frame = _sklearn_frame(load_diabetes)
+    config = TrainConfig(target="target", budget_seconds=BUDGET, max_trials=4, seed=2)
+    kept = train(frame, replace(config, refit=False))
+    refitted = train(frame, config)
+    assert kept.preprocessing["refitted_trials"] == []
+    # Small data and time enough: every member of the ensemble is refitted.
+    assert refitted.preprocessing["refitted_trials"] == sorted(refitted.ensemble)
+    assert refitted.ensemble == kept.ensemble
+    # The holdout metrics are those of the model before the refit, which never saw the holdout.
+    assert refitted.holdout_metrics == kept.holdout_metrics
+    # The refitted models saw every row (the holdout too): closer on the whole set.
+    x, y = frame.drop("target"), frame["target"].to_numpy()
+    kept_error = np.mean((kept.model.predict(x) - y) ** 2)
+    refit_error = np.mean((refitted.model.predict(x) - y) ** 2)
+    assert refit_error < kept_error
 
 
 def test_regression_metric_direction_and_integer_classes():
