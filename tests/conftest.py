@@ -116,6 +116,9 @@ async def app(settings: Settings, db_connection: AsyncConnection):
     joined = _joined(db_connection)
     app.state.sessionmaker = joined
     app.state.runtime.sessionmaker = app.state.dispatcher.sessionmaker = joined
+    # Standalone submits would insert on the dispatcher's own connection, outside the test's
+    # transaction (which it cannot see into); tests/jobs/test_standalone_submit.py covers them.
+    app.state.dispatcher.statements = None
     yield app
     await app.state.engine.dispose()
 

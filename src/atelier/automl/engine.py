@@ -125,6 +125,15 @@ def _members(
     ]
 
 
+def _rows_in_order(n: int, *parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One matrix from row blocks already prepared, each at its original row positions."""
+    first = parts[0][1]
+    out = np.empty((n, first.shape[1]), dtype=first.dtype)
+    for positions, rows in parts:
+        out[positions] = rows
+    return out
+
+
 def _refit(
     picked: list[Trial],
     weights: dict[int, float],
@@ -325,7 +334,8 @@ def _train(
     final_model = model
     if refit_rows and not clock.stopped:
         refits = _refit(
-            [t for t in ranked if t.id in weights], weights, preparer.transform(df), y_all, data,
+            [t for t in ranked if t.id in weights], weights,
+            _rows_in_order(df.height, (fit_idx, x_fit), (hold_idx, x_hold)), y_all, data,
             Clock(started, REFIT_END * budget, should_stop, fold_seconds=dict(clock.fold_seconds)),
             refit_rows,
         )  # fmt: skip

@@ -65,6 +65,7 @@ class Dispatcher:
         self.executor = executor
         self.clock = clock
         self.window = window
+        self.background = getattr(executor, "background", False)
         # Queues whose last submit here had to wait: the next one takes the lock at once.
         self.contended: set[str] = set()
         # Submits made outside any unit of work insert in one autocommit round trip, on a
@@ -106,12 +107,11 @@ class Dispatcher:
     def hand_over(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
         """Publish these deliveries once the current transaction commits."""
         if deliveries:
-            background = getattr(self.executor, "background", False)
-            on_commit(session, self.post if background else self.publish, deliveries)
+            on_commit(session, self.post if self.background else self.publish, deliveries)
 
     async def handed_over(self, deliveries: list[Delivery]) -> None:
         """Publish deliveries whose dispatch is already committed."""
-        if getattr(self.executor, "background", False):
+        if self.background:
             self.post(deliveries)
         else:
             await self.publish(deliveries)
@@ -130,14 +130,17 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Wait until what was posted is published (or given back to the sweeper)."""
-        if getattr(self.executor, "background", False):
+        if self.background:
             await self.executor.flush()  # type: ignore[attr-defined]
 
-    async def close(self) -> None:
+    async def close(self, *, executor: bool = True) -> None:
+        """Publish what was posted, release the connection; close the executor unless told
+        not to (a worker's runtime closes, its executor belongs to the worker)."""
         await self.flush()
         if self.statements is not None:
             await self.statements.close()
-        await self.executor.close()
+        if executor:
+            await self.executor.close()
 
     async def publish(self, deliveries: list[Delivery]) -> None:
         try:

@@ -89,9 +89,7 @@ class Runtime:
         self.statements = StatementConnection(self.engine, durable=False)
 
     async def close(self) -> None:
-        await self.dispatcher.flush()  # what this process released, published
-        if self.dispatcher.statements is not None:
-            await self.dispatcher.statements.close()
+        await self.dispatcher.close(executor=False)  # what this process released, published
         await self.statements.close()
         await self.engine.dispose()
 

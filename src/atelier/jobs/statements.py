@@ -106,6 +106,16 @@ def count(*conditions):
     return select(func.count()).select_from(jobs).where(*conditions).scalar_subquery()
 
 
+def _compute_used(org_param: str):
+    """The organization's compute seconds this month (`p_period`), 0 before any."""
+    used = select(_usage.amount).where(
+        _usage.org_id == bindparam(org_param),
+        _usage.meter == "compute_seconds",
+        _usage.period == bindparam("p_period"),
+    )
+    return func.coalesce(used.scalar_subquery(), 0)
+
+
 LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 HANDED_OVER_IN_QUEUE = (
@@ -151,16 +161,7 @@ ADMISSION = (
         _plans.max_concurrent_jobs,
         _plans.max_waiting_jobs,
         _plans.monthly_compute_seconds,
-        func.coalesce(
-            select(_usage.amount)
-            .where(
-                _usage.org_id == bindparam("p_org"),
-                _usage.meter == "compute_seconds",
-                _usage.period == bindparam("p_period"),
-            )
-            .scalar_subquery(),
-            0,
-        ),
+        _compute_used("p_org"),
         count(job.org_id == bindparam("p_org"), IN_FLIGHT),
         count(job.queue == bindparam("p_queue"), HANDED_OVER),
         exists().where(job.queue == bindparam("p_queue"), WAITING),
@@ -207,16 +208,6 @@ INSERT_COLUMNS = (
     "created_at",
     "dispatched_at",
 )
-_compute_used = func.coalesce(
-    select(_usage.amount)
-    .where(
-        _usage.org_id == bindparam("p_org_id"),
-        _usage.meter == "compute_seconds",
-        _usage.period == bindparam("p_period"),
-    )
-    .scalar_subquery(),
-    0,
-)
 INSERT_IF_FREE = (
     jobs.insert()
     .from_select(
@@ -229,7 +220,7 @@ INSERT_IF_FREE = (
             _plans.max_concurrent_jobs.is_(None),
             or_(
                 _plans.monthly_compute_seconds.is_(None),
-                _compute_used + 1 <= _plans.monthly_compute_seconds,
+                _compute_used("p_org_id") + 1 <= _plans.monthly_compute_seconds,
             ),
             count(job.queue == bindparam("p_queue"), HANDED_OVER) < bindparam("p_window"),
             ~exists().where(job.queue == bindparam("p_queue"), WAITING),

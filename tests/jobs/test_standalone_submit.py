@@ -1,0 +1,142 @@
+"""A job submitted on its own, outside any unit of work, is one autocommit statement on the
+dispatcher's connection (PostgreSQL). That connection cannot join a test's transaction, so
+these tests commit for real, in a database of their own, made and dropped here."""
+
+import os
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from atelier.core.clock import FixedClock
+from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.errors import QuotaExceeded
+from atelier.identity.models import Organization
+from atelier.jobs import service
+from atelier.jobs.dispatch import Dispatcher
+from atelier.jobs.models import Job
+from atelier.ops import migrations
+from atelier.plans import service as plans
+from atelier.plans.models import Plan
+from atelier.settings import DatabaseSettings
+from tests.identity.factories import make_user, personal_org_id
+from tests.jobs.test_dispatch import NOOP, Recorder
+
+URL = os.environ.get("ATELIER_TEST_DATABASE_URL", "")
+pytestmark = pytest.mark.skipif(
+    not URL.startswith("postgresql"), reason="the one-statement submit is PostgreSQL's"
+)
+NOW = FixedClock(datetime(2026, 12, 3, 12, tzinfo=UTC))
+
+
+@pytest.fixture(scope="module")
+async def own_engine():
+    server = DatabaseSettings(url=URL).url
+    name = f"atelier_standalone_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(server.rsplit("/", 1)[0] + "/" + name)
+    try:
+        await migrations.upgrade(engine, "head")
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def setup(own_engine):
+    sessionmaker = create_sessionmaker(own_engine)
+    async with sessionmaker() as session:  # each test starts with empty queues, seeded plans
+        await session.execute(delete(Job))
+        await session.execute(
+            update(Plan).where(Plan.id == "enterprise").values(monthly_compute_seconds=None)
+        )
+        await session.commit()
+    recorder = Recorder()
+    dispatcher = Dispatcher(sessionmaker, recorder, clock=NOW, window=2, engine=own_engine)
+    yield sessionmaker, dispatcher, recorder
+    await dispatcher.close()
+
+
+async def org_on(sessionmaker, plan_id: str) -> str:
+    async with sessionmaker() as session:
+        user = await make_user(session, email=f"{uuid.uuid4().hex[:10]}@example.com")
+        org_id = await personal_org_id(session, user)
+        await session.execute(
+            update(Organization).where(Organization.id == org_id).values(plan_id=plan_id)
+        )
+        await session.commit()
+    return org_id
+
+
+async def submit(sessionmaker, dispatcher, org_id):
+    async with sessionmaker() as session:
+        return (
+            await service.submit(session, dispatcher, NOOP, {}, org_id=org_id, created_by=None)
+        ).job
+
+
+async def stored(sessionmaker, org_id) -> list[Job]:
+    async with sessionmaker() as session:
+        query = select(Job).where(Job.org_id == org_id).order_by(Job.created_at)
+        return list(await session.scalars(query))
+
+
+async def no_general_path(*args, **kwargs):
+    raise AssertionError("the submit took the general path")
+
+
+async def test_a_job_on_its_own_is_stored_and_handed_over_in_one_statement(setup, monkeypatch):
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")  # no concurrent-jobs limit
+    monkeypatch.setattr(service, "_admit", no_general_path)
+    job = await submit(sessionmaker, dispatcher, org_id)
+    assert recorder.ids() == [job.id]
+    [row] = await stored(sessionmaker, org_id)  # committed: another session reads it
+    assert row.id == job.id
+    assert row.status == "queued"
+    assert row.dispatched_at is not None
+
+
+async def test_a_full_window_makes_the_next_job_wait(setup):
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]  # window: 2
+    assert recorder.ids() == [jobs[0].id, jobs[1].id]
+    rows = await stored(sessionmaker, org_id)
+    assert [r.dispatched_at is None for r in rows] == [False, False, True]
+
+
+async def test_the_compute_quota_refuses_a_standalone_submit_and_stores_nothing(setup):
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    async with sessionmaker() as session:  # a plan the one statement applies to, with a quota
+        await session.execute(
+            update(Plan).where(Plan.id == "enterprise").values(monthly_compute_seconds=100)
+        )
+        await plans.record(session, org_id, "compute_seconds", 100, clock=NOW)
+        await session.commit()
+    with pytest.raises(QuotaExceeded) as raised:
+        await submit(sessionmaker, dispatcher, org_id)
+    assert raised.value.status == 402
+    assert await stored(sessionmaker, org_id) == []
+    assert recorder.delivered == []
+
+
+async def test_an_organization_with_a_concurrent_limit_is_decided_under_the_lock(setup):
+    sessionmaker, dispatcher, recorder = setup
+    dispatcher.window = 10
+    org_id = await org_on(sessionmaker, "trial")  # 2 concurrent jobs
+    jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]
+    assert recorder.ids() == [jobs[0].id, jobs[1].id]
+    async with sessionmaker() as session:
+        waiting = await session.scalar(
+            select(func.count()).where(Job.org_id == org_id, Job.dispatched_at.is_(None))
+        )
+    assert waiting == 1
