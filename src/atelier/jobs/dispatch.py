@@ -260,7 +260,8 @@ class Dispatcher:
         return counts
 
     async def _recover_stale(self, session: AsyncSession, cutoff: datetime) -> tuple[int, int]:
-        return await self.recover(session, and_(Job.status == RUNNING, Job.heartbeat_at < cutoff))
+        running = sql.status_in(Job.status, RUNNING)
+        return await self.recover(session, and_(running, Job.heartbeat_at < cutoff))
 
     async def recover(self, session: AsyncSession, lost) -> tuple[int, int]:
         """Jobs whose run was lost (`lost`: a condition on running jobs): queued again if they
@@ -302,7 +303,7 @@ class Dispatcher:
         """For the only executor over this database (`atelier up`'s pool), at its start: every
         run and every delivery belonged to the previous process, so all are redone."""
         async with self.sessionmaker() as session, transaction(session):
-            requeued, failed = await self.recover(session, Job.status == RUNNING)
+            requeued, failed = await self.recover(session, sql.status_in(Job.status, RUNNING))
             undelivered = await session.execute(
                 update(Job).where(HANDED_OVER).values(dispatched_at=None).returning(Job.id)
             )

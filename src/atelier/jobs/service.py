@@ -371,7 +371,7 @@ async def load(session: AsyncSession) -> list[tuple[str, str, int]]:
     """`(queue, state, count)` of active jobs, state being waiting, dispatched or running."""
     rows = await session.execute(
         select(Job.queue, Job.status, Job.dispatched_at.is_(None), func.count())
-        .where(Job.status.in_(ACTIVE))
+        .where(sql.status_in(Job.status, *ACTIVE))
         .group_by(Job.queue, Job.status, Job.dispatched_at.is_(None))
     )
     out: dict[tuple[str, str], int] = {}

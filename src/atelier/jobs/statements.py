@@ -8,7 +8,18 @@ millisecond per job. Parameters are prefixed `p_` (a bound parameter may not sha
 a column it sets).
 """
 
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from atelier.identity.models import Organization
 from atelier.jobs.models import QUEUED, RUNNING, SUCCEEDED, Job
@@ -22,11 +33,20 @@ _orgs = Organization.__table__.c
 _plans = Plan.__table__.c
 _usage = Usage.__table__.c
 
-WAITING = and_(job.status == QUEUED, job.dispatched_at.is_(None))
-IN_FLIGHT = and_(job.status.in_((QUEUED, RUNNING)), job.dispatched_at.is_not(None))
-HANDED_OVER = and_(job.status == QUEUED, job.dispatched_at.is_not(None))
 
-_OTHER_WAITING = and_(_other.status == QUEUED, _other.dispatched_at.is_(None))
+def status_in(column, *statuses: str):
+    """`status = 'queued'` (or `IN (...)`) with the statuses written into the SQL, not bound:
+    the planner can then use the partial indexes over active jobs (models.ACTIVE_SQL), which
+    a bound status, that could be any, rules out of a reusable plan."""
+    values = [literal_column(f"'{status}'") for status in statuses]
+    return column == values[0] if len(values) == 1 else column.in_(values)
+
+
+WAITING = and_(status_in(job.status, QUEUED), job.dispatched_at.is_(None))
+IN_FLIGHT = and_(status_in(job.status, QUEUED, RUNNING), job.dispatched_at.is_not(None))
+HANDED_OVER = and_(status_in(job.status, QUEUED), job.dispatched_at.is_not(None))
+
+_OTHER_WAITING = and_(status_in(_other.status, QUEUED), _other.dispatched_at.is_(None))
 
 
 def _is(status: str):
@@ -78,20 +98,23 @@ CLAIM = (
         exists().where(_other.queue == _this_queue, _OTHER_WAITING),
         select(func.count())
         .where(
-            _other.queue == _this_queue, _other.status == QUEUED, _other.dispatched_at.is_not(None)
+            _other.queue == _this_queue,
+            status_in(_other.status, QUEUED),
+            _other.dispatched_at.is_not(None),
         )
         .scalar_subquery(),
     )
 )
 
 # Finishing also tells whether the organization (`p_org`) has jobs waiting for the slot it
-# frees (only a plan with a concurrent-jobs limit makes them wait for that).
+# frees (only a plan with a concurrent-jobs limit makes them wait for that). The plan is
+# asked first: without a limit, its waiting jobs are not looked for.
 _org_plan = select(_orgs.plan_id).where(_orgs.id == bindparam("p_org"))
 FINISH_RETURNING = and_(
-    exists().where(_other.org_id == bindparam("p_org"), _OTHER_WAITING),
     exists().where(
         _plans.id == _org_plan.scalar_subquery(), _plans.max_concurrent_jobs.is_not(None)
     ),
+    exists().where(_other.org_id == bindparam("p_org"), _OTHER_WAITING),
 )
 
 HEARTBEAT = (
