@@ -22,7 +22,7 @@ from atelier.automl import calibration
 from atelier.automl import ensemble as ensemble_selection
 from atelier.automl.learners import N_JOBS
 from atelier.automl.metrics import Metric, get_metric, holdout_report, log_loss
-from atelier.automl.model import AutomlModel
+from atelier.automl.model import AutomlModel, missing_draws
 from atelier.automl.prepare import (
     ColumnPreparer,
     detect_task,
@@ -311,7 +311,10 @@ def _train(
         | ({"categories": preparer.categories_[name]} if name in preparer.categories_ else {})
         for name in preparer.input_columns()
     ]
-    model = AutomlModel(preparer, members, task, classes, schema, temperature=temperature)
+    fill = missing_draws(x_fit, seed=config.seed)
+    model = AutomlModel(
+        preparer, members, task, classes, schema, temperature=temperature, fill=fill
+    )
     x_hold = preparer.transform(hold_df)
     holdout_metrics, predictions = {}, {}
     if len(hold_idx):
@@ -342,7 +345,7 @@ def _train(
         refitted = sorted(refits)
         if refits:
             final_model = AutomlModel(preparer, _members(ranked, weights, refits), task, classes,
-                                      schema, temperature=temperature)  # fmt: skip
+                                      schema, temperature=temperature, fill=fill)  # fmt: skip
     # Importance from the model the holdout has not seen (permuting rows it was fitted on
     # would measure memory, not reliance).
     importance = feature_importance(
