@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
     reason="partial indexes over active jobs are PostgreSQL's",
 )
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
+ACTIVE_ONLY = ("ix_jobs_org_active", "ix_jobs_queue_active", "ix_jobs_waiting")
 
 
 async def explain_generic(connection, statement, params: dict) -> str:
@@ -78,7 +79,9 @@ async def test_counts_of_an_organization_use_its_active_jobs_index(db_session, b
     period = {"p_org": busy_org, "p_queue": "default", "p_period": "2026-12", "p_cap": 1000}
     for statement in (sql.ADMISSION, sql.ORG_WAITING):
         plan = await explain_generic(connection, statement, period)
-        assert "ix_jobs_org_active" in plan, plan
+        # Any index over active (or waiting) jobs only will do; which one depends on the
+        # table's statistics.
+        assert any(name in plan for name in ACTIVE_ONLY), plan
         assert "ix_jobs_org_created" not in plan, plan
         assert "Seq Scan on jobs" not in plan, plan
 
@@ -99,4 +102,5 @@ async def test_a_finish_and_a_queue_count_use_the_active_jobs_indexes(db_session
     assert "ix_jobs_org_created" not in plan, plan
     assert "Index Cond: ((id)::text = " in plan, plan  # the finished row, by its key
     plan = await explain_generic(connection, sql.HANDED_OVER_IN_QUEUE, {"p_queue": "default"})
-    assert "ix_jobs_queue_active" in plan, plan
+    assert any(name in plan for name in ACTIVE_ONLY), plan
+    assert "Seq Scan on jobs" not in plan, plan

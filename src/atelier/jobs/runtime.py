@@ -3,8 +3,9 @@
 Every executor ends in `Runtime.run(job_id)`, in whatever process it delivers to. The claim is a
 conditional UPDATE (`queued → running`, attempt + 1), so a repeated delivery finds nothing to do.
 Every later write is fenced by that attempt: a run whose job was re-queued under it (its
-heartbeat went stale) can no longer change the row. While the handler runs, a heartbeat task
-writes progress and log lines, and reads back cancellation requests.
+heartbeat went stale) can no longer change the row. While the handler runs (from its first
+quarter second on), a heartbeat task writes progress and log lines, and reads back cancellation
+requests.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ T = TypeVar("T")
 MAX_LOG_LINES = 1000
 MAX_LOG_CHARS = 2000
 MIN_FLUSH_INTERVAL = 0.25
+QUIET_START = 0.25  # seconds a job runs before it gets a heartbeat task
 
 
 @dataclass
@@ -160,10 +162,10 @@ class Runtime:
                     "invalid-job-payload", "Invalid job payload", str(exc)[:MAX_LOG_CHARS]
                 )
             else:
-                heartbeat = None if self.serial else asyncio.create_task(self._heartbeat(ctx))
                 try:
                     outcome = await self._execute(kind, ctx, payload, claim)
                 finally:
+                    heartbeat = ctx._heartbeat_task
                     if heartbeat is not None:
                         heartbeat.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -189,6 +191,14 @@ class Runtime:
         else:
             task = asyncio.ensure_future(asyncio.to_thread(kind.handler, ctx, payload))
         deadline = loop.time() + claim.timeout_seconds
+        # Most jobs end within moments: only one still running after QUIET_START gets its
+        # heartbeat and a cancellation waiter (no cancel request can reach it before its first
+        # heartbeat reads the row).
+        await asyncio.wait({task}, timeout=min(QUIET_START, claim.timeout_seconds))
+        if task.done():
+            return self._outcome_of(task, kind, ctx, claim)
+        if not self.serial:
+            ctx._heartbeat_task = asyncio.create_task(self._heartbeat(ctx))
         cancel_wait = asyncio.ensure_future(ctx.cancel_requested.wait())
         try:
             while not task.done():
@@ -433,6 +443,7 @@ class JobContext:
         self.cancel_requested = asyncio.Event()
         self.expired = False
         self.lost = False
+        self._heartbeat_task: asyncio.Task[None] | None = None  # the runtime's, once started
 
     # ---- identity --------------------------------------------------------------------------
 
