@@ -30,7 +30,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-ACTIVE_SQL = "status IN ('queued', 'running')"
+# The predicate of the partial indexes over active jobs (migration 0012 spells out the same).
+ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{status}'" for status in ACTIVE))
 
 
 class Job(Base):
