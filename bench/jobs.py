@@ -8,7 +8,10 @@ In one run, with 2 worker processes each:
   bare Celery: `apply_async` of a task that only counts itself in Redis);
 - submit-to-start latency: `--singles` single no-op jobs, one at a time on an idle system, from
   the submit call to the handler's first line (p50 and p99);
-- the same figures for Atelier's local executor (the pool of `atelier up`).
+- the same figures for Atelier's local executor (the pool of `atelier up`);
+- CPU per job in the throughput run, by part (submitter, PostgreSQL, Redis, the worker's main
+  process, the processes that run jobs), read from /proc: unlike throughput, it hardly moves
+  with whatever else the machine is doing.
 A fresh PostgreSQL database is made and dropped (default: the local server of the dev machine);
 Redis database 13 is used and flushed.
 """
@@ -94,6 +97,61 @@ def shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+# ---- CPU per job ---------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(workers: int | None) -> dict[str, float]:
+    """CPU seconds used so far by each part: this process (the submitter and its publisher
+    thread), PostgreSQL's processes, Redis, and the worker's main process (Celery's consumer,
+    or the local pool's parent: this process) and its children (the processes that run jobs)."""
+    parts = {"submitter": 0.0, "PostgreSQL": 0.0, "Redis": 0.0, "consumer": 0.0, "runners": 0.0}
+    me = os.getpid()
+    processes: dict[int, tuple[str, int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / _TICK
+        processes[int(entry.name)] = (
+            stat[stat.index("(") + 1 : stat.rindex(")")],
+            int(fields[1]),
+            used,
+        )
+
+    def descends_from(pid: int, ancestor: int | None) -> bool:
+        while pid > 1 and ancestor is not None:
+            pid = processes.get(pid, ("", 0, 0.0))[1]
+            if pid == ancestor:
+                return True
+        return False
+
+    for pid, (comm, _, used) in processes.items():
+        if pid == me:
+            parts["submitter"] += used
+        elif comm.startswith("postgres"):
+            parts["PostgreSQL"] += used
+        elif comm.startswith("redis-server"):
+            parts["Redis"] += used
+        elif pid == workers:
+            parts["consumer"] += used
+        elif descends_from(pid, workers) or descends_from(pid, me):
+            parts["runners"] += used
+    return parts
+
+
+def cpu_per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """Milliseconds of CPU per job, by part, between two `cpu_seconds` readings."""
+    per_job = {part: (after[part] - before[part]) * 1000 / jobs for part in before}
+    per_job["total"] = sum(per_job.values())
+    return per_job
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -132,6 +190,7 @@ def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict
         noop.apply_async(args=[0.0], queue="bare")  # warm the connection pools
         _wait_count(r, 1)
         r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+        cpu_before = cpu_seconds(worker.pid)
         begin = time.perf_counter()
         with ThreadPoolExecutor(submitters) as pool:
             list(
@@ -142,6 +201,7 @@ def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict
             )
         _wait_count(r, jobs)
         throughput = jobs / (time.perf_counter() - begin)
+        cpu = cpu_per_job(cpu_before, cpu_seconds(worker.pid), jobs)
         latencies = []
         for _ in range(singles):
             r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
@@ -153,7 +213,7 @@ def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict
         stop(worker)
         app.close()
     p50, p99 = percentiles(latencies)
-    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu": cpu}
 
 
 def _started(r: redis.Redis) -> float:
@@ -177,7 +237,7 @@ def _wait_count(r: redis.Redis, count: int, within: float = 120) -> None:
 
 
 async def atelier_figures(
-    settings: Settings, jobs: int, singles: int, submitters: int, executor
+    settings: Settings, jobs: int, singles: int, submitters: int, executor, workers: int | None
 ) -> dict:
     runtime = build_runtime(settings, executor)
     if hasattr(executor, "start"):
@@ -194,6 +254,7 @@ async def atelier_figures(
             )
         await _wait_jobs(runtime, [first.job.id])
         r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+        cpu_before = cpu_seconds(workers)
         begin = time.perf_counter()
         ids: list[str] = []
 
@@ -212,6 +273,7 @@ async def atelier_figures(
         await asyncio.to_thread(_wait_count, r, jobs)
         await _wait_jobs(runtime, ids)
         throughput = jobs / (time.perf_counter() - begin)
+        cpu = cpu_per_job(cpu_before, cpu_seconds(workers), jobs)
         print(
             f"  {jobs} jobs submitted in {submitted_in:.2f} s, all ended in "
             f"{jobs / throughput:.2f} s",
@@ -251,7 +313,7 @@ async def atelier_figures(
         await executor.close()
         await runtime.close()
     p50, p99 = percentiles(latencies)
-    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu": cpu}
 
 
 async def _bench_org(session) -> str:
@@ -356,6 +418,7 @@ def main() -> None:
                     args.singles,
                     args.submitters,
                     CeleryExecutor(settings, app=None),
+                    worker.pid,
                 )
             )
             print("Atelier, Celery", results["Atelier, Celery executor"], flush=True)
@@ -370,7 +433,9 @@ def main() -> None:
             {**env, "ATELIER_JOBS__EXECUTOR": "local", "ATELIER_JOBS__CONCURRENCY": str(WORKERS)}
         )
         results["Atelier, local executor"] = asyncio.run(
-            atelier_figures(local, args.jobs, args.singles, args.submitters, LocalExecutor(local))
+            atelier_figures(
+                local, args.jobs, args.singles, args.submitters, LocalExecutor(local), None
+            )
         )
     finally:
         asyncio.run(drop_database(server, name))
@@ -385,6 +450,12 @@ def main() -> None:
             f"| {label} | {figures['throughput']:.0f} | {figures['p50_ms']:.1f} ms | "
             f"{figures['p99_ms']:.1f} ms |"
         )
+    parts = list(next(iter(results.values()))["cpu"])
+    print(f"\nCPU per job in the throughput run, ms: | executor | {' | '.join(parts)} |")
+    print("|---|" + "---|" * len(parts))
+    for label, figures in results.items():
+        cells = " | ".join(f"{figures['cpu'][part]:.2f}" for part in parts)
+        print(f"| {label} | {cells} |")
     bare = results["bare Celery"]
     ours = results["Atelier, Celery executor"]
     print(

@@ -197,10 +197,18 @@ class JobsSettings(BaseModel):
         "kept and dispatched again by the sweeper.",
     )
     dispatch_window: int = Field(
-        default=8,
+        default=32,
         ge=1,
-        description="Jobs per queue handed to the executor but not started yet. Small keeps "
-        "dispatch fair between organizations; larger hides broker latency.",
+        description="Jobs per queue handed to the executor but not started yet, in the "
+        "`default` and `media` queues. Small keeps dispatch fair between organizations (a new "
+        "job waits behind these at most); larger lets a busy queue release jobs in fewer, "
+        "larger batches.",
+    )
+    dispatch_window_heavy: int = Field(
+        default=4,
+        ge=1,
+        description="The same, in the `ml` and `gpu` queues, whose jobs run for minutes: a "
+        "job handed over there can wait behind that many others' minutes.",
     )
     heartbeat_seconds: float = Field(
         default=2.0, gt=0, description="How often a running job reports it is alive."

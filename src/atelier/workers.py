@@ -17,6 +17,7 @@ from atelier.core.clock import Clock, SystemClock
 from atelier.core.db import create_engine, create_sessionmaker
 from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.executor import Executor
+from atelier.jobs.registry import HEAVY_QUEUES
 from atelier.jobs.runtime import Runtime
 from atelier.settings import Settings
 
@@ -40,7 +41,12 @@ def build_runtime(
         settings.storage, secret=settings.secret_key.get_secret_value(), clock=clock
     )
     dispatcher = Dispatcher(
-        sessionmaker, executor, clock=clock, window=settings.jobs.dispatch_window, engine=engine
+        sessionmaker,
+        executor,
+        clock=clock,
+        window=settings.jobs.dispatch_window,
+        windows=dict.fromkeys(HEAVY_QUEUES, settings.jobs.dispatch_window_heavy),
+        engine=engine,
     )
     runtime = Runtime(
         settings=settings,

@@ -33,6 +33,12 @@ async def noop(ctx: JobContext, payload: Empty) -> dict:
     return {"ok": True}
 
 
+@registry.kind("test.heavy", payload=Empty, submitter="member", queue="ml")
+async def heavy(ctx: JobContext, payload: Empty) -> dict:
+    """A no-op on a queue of long jobs (a small dispatch window)."""
+    return {"ok": True}
+
+
 @registry.kind("test.work", payload=Ledgered, submitter="member", max_attempts=3)
 def work(ctx: JobContext, payload: Ledgered) -> dict:
     """Sleep in small steps (cancellable), then write an output blob idempotently."""

@@ -114,6 +114,24 @@ async def test_jobs_over_the_concurrent_limit_wait_for_a_slot(
     assert recorder.ids()[-1] == jobs[2].id
 
 
+async def test_a_queue_of_long_jobs_has_its_own_window(db_session, db_sessionmaker, recorder):
+    dispatcher = Dispatcher(
+        db_sessionmaker, recorder, clock=SystemClock(), window=10, windows={"ml": 1}
+    )
+    org_id = await org_on(db_session, "enterprise")  # no concurrent-jobs limit
+    heavy = registry.kinds["test.heavy"]
+    jobs = [
+        (
+            await service.submit(db_session, dispatcher, heavy, {}, org_id=org_id, created_by=None)
+        ).job
+        for _ in range(2)
+    ]
+    short = await submit(db_session, dispatcher, org_id)
+    assert recorder.ids() == [jobs[0].id, short.id]  # the second ml job waits; default has room
+    await set_status(db_session, [jobs[0].id], "running")
+    assert [d.job_id for d in await release(db_session, dispatcher)] == [jobs[1].id]
+
+
 async def test_too_many_waiting_jobs_are_refused_with_429(db_session, dispatcher):
     org_id = await org_on(db_session, "trial")
     await db_session.execute(

@@ -2,6 +2,7 @@
 dispatcher's connection (PostgreSQL). That connection cannot join a test's transaction, so
 these tests commit for real, in a database of their own, made and dropped here."""
 
+import asyncio
 import os
 import uuid
 from datetime import UTC, datetime
@@ -12,9 +13,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from atelier.core.clock import FixedClock
 from atelier.core.db import create_engine, create_sessionmaker
-from atelier.core.errors import QuotaExceeded
+from atelier.core.errors import QuotaExceeded, TooManyRequests
 from atelier.identity.models import Organization
 from atelier.jobs import service
+from atelier.jobs import statements as sql
 from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.models import Job
 from atelier.ops import migrations
@@ -129,7 +131,7 @@ async def test_the_compute_quota_refuses_a_standalone_submit_and_stores_nothing(
     assert recorder.delivered == []
 
 
-async def test_an_organization_with_a_concurrent_limit_is_decided_under_the_lock(setup):
+async def test_an_organization_with_a_concurrent_limit_waits_for_its_slots(setup):
     sessionmaker, dispatcher, recorder = setup
     dispatcher.window = 10
     org_id = await org_on(sessionmaker, "trial")  # 2 concurrent jobs
@@ -140,3 +142,70 @@ async def test_an_organization_with_a_concurrent_limit_is_decided_under_the_lock
             select(func.count()).where(Job.org_id == org_id, Job.dispatched_at.is_(None))
         )
     assert waiting == 1
+
+
+async def test_a_submit_to_a_busy_queue_waits_in_one_statement_without_the_lock(setup, monkeypatch):
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    first = [await submit(sessionmaker, dispatcher, org_id) for _ in range(2)]  # window: 2
+    monkeypatch.setattr(service, "_admit", no_general_path)
+    monkeypatch.setattr(Dispatcher, "lock_queue", no_general_path)
+    waiting = [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]
+    assert recorder.ids() == [job.id for job in first]
+    assert all(job.dispatched_at is None for job in waiting)
+    rows = await stored(sessionmaker, org_id)
+    assert [r.id for r in rows if r.dispatched_at is None] == [job.id for job in waiting]
+
+
+async def test_a_waiting_submit_releases_jobs_when_the_window_has_emptied(setup):
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]
+    assert len(recorder.ids()) == 2
+    async with sessionmaker() as session:  # both handed-over jobs started meanwhile
+        await session.execute(
+            update(Job).where(Job.id.in_(recorder.ids())).values(status="running")
+        )
+        await session.commit()
+    jobs.append(await submit(sessionmaker, dispatcher, org_id))  # the queue is still busy
+    assert recorder.ids() == [job.id for job in jobs]  # both waiting jobs, oldest first
+    assert all(r.dispatched_at is not None for r in await stored(sessionmaker, org_id))
+
+
+async def test_the_window_count_waits_for_a_claim_under_way(setup, own_engine):
+    """The count after a waiting submit must not see a job that is being claimed as still
+    handed over: that claim may not see the new job, and its start would release nothing."""
+    sessionmaker, dispatcher, _recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(2)]
+    async with own_engine.connect() as claimer:
+        await claimer.execute(update(Job).where(Job.id == jobs[0].id).values(status="running"))
+        counting = asyncio.ensure_future(
+            dispatcher.statements.one_or_none(sql.WINDOW_USED, {"p_queue": NOOP.queue})
+        )
+        await asyncio.sleep(0.3)
+        assert not counting.done()  # it waits for the claim's transaction
+        await claimer.commit()
+    assert (await asyncio.wait_for(counting, 5))[0] == 1
+
+
+async def test_an_organization_at_its_waiting_cap_is_refused_and_nothing_is_stored(setup):
+    sessionmaker, dispatcher, _recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Plan).where(Plan.id == "enterprise").values(max_waiting_jobs=1)
+        )
+        await session.commit()
+    try:
+        [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]  # 2 handed over, 1 waits
+        with pytest.raises(TooManyRequests) as raised:
+            await submit(sessionmaker, dispatcher, org_id)
+        assert raised.value.status == 429
+        assert len(await stored(sessionmaker, org_id)) == 3
+    finally:
+        async with sessionmaker() as session:
+            await session.execute(
+                update(Plan).where(Plan.id == "enterprise").values(max_waiting_jobs=None)
+            )
+            await session.commit()

@@ -2,7 +2,8 @@
 
 A queued job is handed over ("dispatched") only when both hold:
 - its organization runs fewer dispatched jobs than its plan's `max_concurrent_jobs`;
-- its queue has fewer than `dispatch_window` jobs handed over but not started yet.
+- its queue has fewer than its window (`dispatch_window`, `dispatch_window_heavy`) of jobs
+  handed over but not started yet.
 Waiting jobs are released as slots free up (a job starts or ends, or the sweeper runs): the
 organization with the fewest jobs in flight goes first, then the higher plan priority, then the
 oldest job, so a tenant flooding a queue cannot starve the others.
@@ -16,6 +17,7 @@ together, and reports back what it could not send.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,12 +61,14 @@ class Dispatcher:
         *,
         clock: Clock,
         window: int,
+        windows: Mapping[str, int] | None = None,
         engine: AsyncEngine | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.executor = executor
         self.clock = clock
-        self.window = window
+        self.window = window  # per queue, unless `windows` names the queue
+        self.windows = dict(windows or {})
         self.background = getattr(executor, "background", False)
         # Queues whose last submit here had to wait: the next one takes the lock at once.
         self.contended: set[str] = set()
@@ -77,6 +81,10 @@ class Dispatcher:
         )
 
     # ---- counting ------------------------------------------------------------------------
+
+    def window_of(self, queue: str) -> int:
+        """How many of the queue's jobs may be handed over but not started."""
+        return self.windows.get(queue, self.window)
 
     async def admission(
         self, session: AsyncSession, org_id: str, queue: str, period: str
@@ -103,6 +111,21 @@ class Dispatcher:
         return True
 
     # ---- dispatching ---------------------------------------------------------------------
+
+    async def settle(self, queue: str) -> None:
+        """After a job was committed waiting without the queue's lock (PostgreSQL): release
+        waiting jobs if the queue's window has room (`statements.WINDOW_USED` tells why no
+        waiting job can be missed)."""
+        assert self.statements is not None
+        used = await self.statements.one_or_none(sql.WINDOW_USED, {"p_queue": queue})
+        if used is not None and used[0] > self.window_of(queue) // 2:
+            return
+        self.contended.discard(queue)
+        try:
+            async with self.sessionmaker() as session, transaction(session):
+                await self.release(session, queue)
+        except Exception:  # the job is stored: the sweeper releases it
+            log.warning("jobs_release_failed", queue=queue, exc_info=True)
 
     def hand_over(self, session: AsyncSession, deliveries: list[Delivery]) -> None:
         """Publish these deliveries once the current transaction commits."""
@@ -186,7 +209,7 @@ class Dispatcher:
     ) -> list[Delivery]:
         await self.lock_queue(session, queue)
         handed_over = await session.scalar(sql.HANDED_OVER_IN_QUEUE, {"p_queue": queue})
-        free = self.window - (handed_over or 0)
+        free = self.window_of(queue) - (handed_over or 0)
         if free <= 0:
             return []
         # One statement picks the jobs: each waiting job is ranked by the load its organization

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from atelier.settings import Settings
 
 QUEUES = ("default", "ml", "media", "gpu")
+HEAVY_QUEUES = ("ml", "gpu")  # jobs that run for minutes: a small dispatch window
 Submitter = Literal["member", "admin", "superadmin"]
 
 

@@ -116,7 +116,8 @@ class Runtime:
         *fields, has_waiting, handed_over = row
         claim = Claim(job_id, *fields)
         # Refill the window when it is half empty, not at every start: fewer, larger releases.
-        claim.release_after = bool(has_waiting) and handed_over <= self.dispatcher.window // 2
+        window = self.dispatcher.window_of(claim.queue)
+        claim.release_after = bool(has_waiting) and handed_over <= window // 2
         return claim
 
     async def _recover_if_orphaned(self, job_id: str) -> None:

@@ -78,7 +78,7 @@ async def submit(
     values = _new_job(kind, data, org_id, created_by, idempotency_key, clock.now())
     fast = {f"p_{name}": value for name, value in values.items()} | {
         "p_period": period,
-        "p_window": dispatcher.window,
+        "p_window": dispatcher.window_of(kind.queue),
     }
     queue = kind.queue
     delivery = Delivery(values["id"], queue, values["timeout_seconds"])
@@ -86,16 +86,22 @@ async def submit(
     if (
         dispatcher.statements is not None
         and idempotency_key is None
-        and queue not in dispatcher.contended
         and not in_unit_of_work(session)
     ):
         # A job on its own (no data of the caller's to commit with it): one autocommit round
-        # trip, on the dispatcher's connection.
+        # trip, on the dispatcher's connection; a second, to a busy queue.
         tried_fast = True
-        if await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None:
-            await dispatcher.handed_over([delivery])
+        if queue not in dispatcher.contended:
+            if await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None:
+                await dispatcher.handed_over([delivery])
+                metrics.record_submitted(kind.name)
+                return Submitted(Job(**values), created=True)
+            dispatcher.contended.add(queue)
+        waiting = fast | {"p_dispatched_at": None, "p_cap": DEFAULT_MAX_WAITING}
+        if await dispatcher.statements.one_or_none(sql.INSERT_WAITING, waiting) is not None:
+            await dispatcher.settle(queue)
             metrics.record_submitted(kind.name)
-            return Submitted(Job(**values), created=True)
+            return Submitted(Job(**(values | {"dispatched_at": None})), created=True)
     async with transaction(session):
         if idempotency_key is not None:
             earlier = await by_idempotency_key(session, org_id, idempotency_key)
@@ -177,12 +183,12 @@ async def _admit(
     if facts is None:
         raise NotFound(f"No organization {org_id}")
     _check_compute_quota(facts)
-    lock_free = facts.max_concurrent is None and _queue_room(facts, dispatcher)
+    lock_free = facts.max_concurrent is None and _queue_room(facts, dispatcher, queue)
     if not locked and not lock_free and await dispatcher.lock_queue(session, queue):
         facts = await dispatcher.admission(session, org_id, queue, period)
         assert facts is not None
     org_room = facts.max_concurrent is None or facts.org_in_flight < facts.max_concurrent
-    if org_room and _queue_room(facts, dispatcher):
+    if org_room and _queue_room(facts, dispatcher, queue):
         dispatcher.contended.discard(queue)
         return True
     dispatcher.contended.add(queue)
@@ -200,8 +206,8 @@ async def _admit(
     return False
 
 
-def _queue_room(facts: Admission, dispatcher: Dispatcher) -> bool:
-    return facts.queue_handed_over < dispatcher.window and not facts.queue_has_waiting
+def _queue_room(facts: Admission, dispatcher: Dispatcher, queue: str) -> bool:
+    return facts.queue_handed_over < dispatcher.window_of(queue) and not facts.queue_has_waiting
 
 
 def _check_compute_quota(facts: Admission) -> None:

@@ -231,23 +231,61 @@ INSERT_COLUMNS = (
     "created_at",
     "dispatched_at",
 )
-INSERT_IF_FREE = (
-    jobs.insert()
-    .from_select(
-        INSERT_COLUMNS,
-        select(*(bindparam(f"p_{name}", type_=jobs.c[name].type) for name in INSERT_COLUMNS))
-        .select_from(Organization.__table__)
-        .join(Plan.__table__, _plans.id == _orgs.plan_id)
-        .where(
-            _orgs.id == bindparam("p_org_id"),
-            _plans.max_concurrent_jobs.is_(None),
-            or_(
-                _plans.monthly_compute_seconds.is_(None),
-                _compute_used("p_org_id") + 1 <= _plans.monthly_compute_seconds,
-            ),
-            count(job.queue == bindparam("p_queue"), HANDED_OVER) < bindparam("p_window"),
-            ~exists().where(job.queue == bindparam("p_queue"), WAITING),
-        ),
-    )
-    .returning(job.id)
+_COMPUTE_ROOM = or_(
+    _plans.monthly_compute_seconds.is_(None),
+    _compute_used("p_org_id") + 1 <= _plans.monthly_compute_seconds,
 )
+
+
+def _insert_where(*conditions):
+    """Insert the new job (`p_<column>` parameters) where its organization's plan meets
+    `conditions`; returns its id, or no row."""
+    return (
+        jobs.insert()
+        .from_select(
+            INSERT_COLUMNS,
+            select(*(bindparam(f"p_{name}", type_=jobs.c[name].type) for name in INSERT_COLUMNS))
+            .select_from(Organization.__table__)
+            .join(Plan.__table__, _plans.id == _orgs.plan_id)
+            .where(_orgs.id == bindparam("p_org_id"), *conditions),
+        )
+        .returning(job.id)
+    )
+
+
+INSERT_IF_FREE = _insert_where(
+    _plans.max_concurrent_jobs.is_(None),
+    _COMPUTE_ROOM,
+    count(job.queue == bindparam("p_queue"), HANDED_OVER) < bindparam("p_window"),
+    ~exists().where(job.queue == bindparam("p_queue"), WAITING),
+)
+
+# A submit to a busy queue in one statement: the job is inserted waiting (`p_dispatched_at`
+# None), without the queue's lock, where the compute quota has room and the organization has
+# fewer jobs waiting than its plan's cap (`p_cap` where the plan sets none); otherwise nothing
+# is inserted and the submit takes the general path, which says why it is refused.
+_org_waiting = (
+    select(job.id)
+    .where(job.org_id == bindparam("p_org_id"), WAITING)
+    .limit(func.coalesce(_plans.max_waiting_jobs, bindparam("p_cap")))
+    .correlate(Plan.__table__)
+    .subquery()
+)
+INSERT_WAITING = _insert_where(
+    _COMPUTE_ROOM,
+    select(func.count()).select_from(_org_waiting).scalar_subquery()
+    < func.coalesce(_plans.max_waiting_jobs, bindparam("p_cap")),
+)
+
+# Whether the queue's window has room, once a waiting job is committed: its jobs handed over,
+# counted with a row lock. A claim under way (whose snapshot may predate the waiting job, so
+# that it cannot see it) holds its job's row: the count waits for it and leaves the job out,
+# now started. So either the window has room, and the submitter releases, or every job in it
+# is still to be claimed, and the claims that refill the window see the waiting job.
+_handed_over_locked = (
+    select(job.id)
+    .where(job.queue == bindparam("p_queue"), HANDED_OVER)
+    .with_for_update(key_share=True)
+    .subquery()
+)
+WINDOW_USED = select(func.count()).select_from(_handed_over_locked)

@@ -41,7 +41,7 @@ RUN_JOB = "atelier.run_job"  # one job: messages published before batches existe
 RUN_JOBS = "atelier.run_jobs"
 PERIODIC = "atelier.periodic"
 HARD_LIMIT_MARGIN = 30
-BATCH = 4
+BATCH = 16
 HAND_BACK_AFTER = 0.05  # seconds
 
 
