@@ -4,11 +4,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import (
+    JSON,
     Column,
     Integer,
     MetaData,
     String,
     Table,
+    bindparam,
     func,
     select,
     text,
@@ -218,6 +220,58 @@ async def test_a_statement_connection_commits_each_statement_at_once(own_engine)
         assert (await statements.one_or_none(bump(table)))[0] == 2
     finally:
         await statements.close()
+
+
+async def test_a_statement_goes_to_the_driver_with_its_values_converted(own_engine, monkeypatch):
+    """On PostgreSQL the statement runs on asyncpg directly: JSON, timestamps, literals and
+    repeated parameters arrive as SQLAlchemy would send them, and rows come back indexable."""
+    engine, _ = own_engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the driver path is PostgreSQL's")
+    table = Table(
+        f"test_driver_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("doc", JSON),
+        Column("at", UTCDateTime),
+        Column("label", String(20)),
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(table.metadata.create_all)
+    statements = StatementConnection(engine)
+
+    async def no_sqlalchemy(*args):
+        raise AssertionError("the statement went through SQLAlchemy's execute")
+
+    at = datetime(2026, 12, 3, 12, 30, tzinfo=UTC)
+    insert = (
+        table.insert()
+        .from_select(
+            ["id", "doc", "at", "label"],
+            select(
+                bindparam("p_id", type_=Integer),
+                bindparam("p_doc", type_=JSON),
+                bindparam("p_at", type_=UTCDateTime),
+                func.concat("job-", bindparam("p_id", type_=Integer)),
+            ),
+        )
+        .returning(table.c.id, table.c.doc, table.c.at, table.c.label)
+    )
+    try:
+        monkeypatch.setattr(statements, "_run", no_sqlalchemy)
+        row = await statements.one_or_none(
+            insert, {"p_id": 7, "p_doc": {"a": [1, "b"]}, "p_at": at}
+        )
+        assert tuple(row) == (7, {"a": [1, "b"]}, at, "job-7")
+        missing = update(table).where(table.c.id == 8).values(label="x").returning(table.c.id)
+        assert await statements.one_or_none(missing) is None
+        async with engine.connect() as other:  # stored as SQLAlchemy itself would have
+            stored = (await other.execute(select(table.c.doc, table.c.at))).one()
+        assert tuple(stored) == ({"a": [1, "b"]}, at)
+    finally:
+        await statements.close()
+        async with engine.begin() as connection:
+            await connection.run_sync(table.metadata.drop_all)
 
 
 async def postgres_pid(connection) -> int:
