@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 
+from atelier.adapters.executors import celery as celery_executor
 from atelier.adapters.executors.celery import (
     BATCH,
     HAND_BACK_AFTER,
@@ -134,6 +135,14 @@ async def test_a_batch_of_quick_jobs_runs_whole_in_one_process():
     await worker_with(runtime).run_batch(jobs("default", "a", "b", "c"))
     assert runtime.ran == ["a", "b", "c"]
     assert runtime.handed_back == []
+
+
+async def test_jobs_that_add_up_past_the_hand_back_time_hand_back_the_rest(monkeypatch):
+    monkeypatch.setattr(celery_executor, "HAND_BACK_AFTER", 0.5)  # wide margins either side
+    runtime = FakeRuntime(dict.fromkeys("abcd", 0.3))  # none is slow on its own
+    await worker_with(runtime).run_batch(jobs("default", *"abcd"))
+    assert runtime.ran == ["a", "b"]  # b would end at 0.6 s: the rest leaves at 0.5 s
+    assert runtime.handed_back == [["c", "d"]]
 
 
 async def test_what_cannot_be_handed_back_runs_here_and_a_failed_run_stops_nothing():

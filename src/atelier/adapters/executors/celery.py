@@ -11,8 +11,8 @@ Celery only carries "run job X"; the job row stays the source of truth (`jobs.ru
 - Retries with exponential backoff are the runtime's (`RetryableError`), not Celery's.
 - One message carries up to `BATCH` jobs of one queue (jobs released or submitted together), so
   a busy system pays Celery's per-message work once per batch, not once per job. The worker
-  process runs them one after the other; a job still running after `HAND_BACK_AFTER` gives the
-  rest of its batch back to the queue, so a long job never holds others while a process idles.
+  process runs them one after the other; a batch still running after `HAND_BACK_AFTER` gives
+  the rest back to the queue, so long jobs never hold others while a process idles.
   A batch redelivered after its process died is harmless: its jobs that already ran cannot be
   claimed again.
 """
@@ -135,14 +135,17 @@ class _WorkerState:
         return self._loop.run_until_complete(coroutine)
 
     async def run_batch(self, batch: list[Delivery]) -> None:
-        """Run the batch's jobs in turn; hand the rest back when one of them takes long."""
+        """Run the batch's jobs in turn; hand the rest back once the batch has taken long (one
+        slow job, or many that add up)."""
         runtime = self.runtime()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_BACK_AFTER
         while batch:
             job, batch = batch[0], batch[1:]
             run = asyncio.ensure_future(runtime.run(job.job_id))
             if batch:
-                await asyncio.wait({run}, timeout=HAND_BACK_AFTER)
-                if not run.done():
+                await asyncio.wait({run}, timeout=max(deadline - loop.time(), 0))
+                if not run.done() or loop.time() >= deadline:
                     batch = await self._hand_back(runtime, batch)
             try:
                 await run
