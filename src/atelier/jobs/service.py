@@ -96,9 +96,9 @@ async def submit(
                 await dispatcher.handed_over([delivery])
                 metrics.record_submitted(kind.name)
                 return Submitted(Job(**values), created=True)
-            dispatcher.contended.add(queue)
         waiting = fast | {"p_dispatched_at": None, "p_cap": DEFAULT_MAX_WAITING}
         if await dispatcher.statements.one_or_none(sql.INSERT_WAITING, waiting) is not None:
+            dispatcher.contended.add(queue)  # until a submit finds the window half empty
             await dispatcher.settle(queue)
             metrics.record_submitted(kind.name)
             return Submitted(Job(**(values | {"dispatched_at": None})), created=True)
