@@ -138,7 +138,8 @@ async def test_a_batch_of_quick_jobs_runs_whole_in_one_process():
 
 
 async def test_jobs_that_add_up_past_the_hand_back_time_hand_back_the_rest(monkeypatch):
-    monkeypatch.setattr(celery_executor, "HAND_BACK_AFTER", 0.5)  # wide margins either side
+    monkeypatch.setattr(celery_executor, "HAND_BACK_AFTER", 0.4)  # wide margins either side
+    monkeypatch.setattr(celery_executor, "BATCH_SECONDS", 0.5)
     runtime = FakeRuntime(dict.fromkeys("abcd", 0.3))  # none is slow on its own
     await worker_with(runtime).run_batch(jobs("default", *"abcd"))
     assert runtime.ran == ["a", "b"]  # b would end at 0.6 s: the rest leaves at 0.5 s

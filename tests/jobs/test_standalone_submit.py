@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from atelier.core.clock import FixedClock
-from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.db import create_engine, create_sessionmaker, transaction
 from atelier.core.errors import QuotaExceeded, TooManyRequests
 from atelier.identity.models import Organization
 from atelier.jobs import service
@@ -132,10 +132,18 @@ async def test_the_compute_quota_refuses_a_standalone_submit_and_stores_nothing(
 
 
 async def test_an_organization_with_a_concurrent_limit_waits_for_its_slots(setup):
+    """Its jobs are stored waiting (the one statement for a plan without a limit does not
+    apply); one goes at once into an empty queue, the next when a start releases it, and the
+    limit holds back the third."""
     sessionmaker, dispatcher, recorder = setup
     dispatcher.window = 10
     org_id = await org_on(sessionmaker, "trial")  # 2 concurrent jobs
     jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(3)]
+    assert recorder.ids() == [jobs[0].id]
+    # The first job starts, and its claim releases (as `Runtime` does).
+    async with sessionmaker() as session, transaction(session):
+        await session.execute(update(Job).where(Job.id == jobs[0].id).values(status="running"))
+        await dispatcher.release(session, NOOP.queue)
     assert recorder.ids() == [jobs[0].id, jobs[1].id]
     async with sessionmaker() as session:
         waiting = await session.scalar(
@@ -170,6 +178,28 @@ async def test_a_waiting_submit_releases_jobs_when_the_window_has_emptied(setup)
     jobs.append(await submit(sessionmaker, dispatcher, org_id))  # the queue is still busy
     assert recorder.ids() == [job.id for job in jobs]  # both waiting jobs, oldest first
     assert all(r.dispatched_at is not None for r in await stored(sessionmaker, org_id))
+
+
+async def test_a_waiting_submit_leaves_releases_to_the_workers_while_jobs_are_handed_over(
+    setup,
+):
+    sessionmaker, dispatcher, recorder = setup
+    dispatcher.window = 4
+    org_id = await org_on(sessionmaker, "enterprise")
+    jobs = [await submit(sessionmaker, dispatcher, org_id) for _ in range(5)]  # the 5th waits
+
+    async def start(*started):
+        async with sessionmaker() as session:
+            ids = [job.id for job in started]
+            await session.execute(update(Job).where(Job.id.in_(ids)).values(status="running"))
+            await session.commit()
+
+    await start(*jobs[:3])  # one job still handed over: its claim will release
+    jobs.append(await submit(sessionmaker, dispatcher, org_id))
+    assert recorder.ids() == [job.id for job in jobs[:4]]
+    await start(jobs[3])  # nothing handed over: the submit releases
+    jobs.append(await submit(sessionmaker, dispatcher, org_id))
+    assert recorder.ids() == [job.id for job in jobs]
 
 
 async def test_the_window_count_waits_for_a_claim_under_way(setup, own_engine):

@@ -91,14 +91,16 @@ async def submit(
         # A job on its own (no data of the caller's to commit with it): one autocommit round
         # trip, on the dispatcher's connection; a second, to a busy queue.
         tried_fast = True
-        if queue not in dispatcher.contended:
-            if await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None:
-                await dispatcher.handed_over([delivery])
-                metrics.record_submitted(kind.name)
-                return Submitted(Job(**values), created=True)
+        if (
+            queue not in dispatcher.contended
+            and await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None
+        ):
+            await dispatcher.handed_over([delivery])
+            metrics.record_submitted(kind.name)
+            return Submitted(Job(**values), created=True)
         waiting = fast | {"p_dispatched_at": None, "p_cap": DEFAULT_MAX_WAITING}
         if await dispatcher.statements.one_or_none(sql.INSERT_WAITING, waiting) is not None:
-            dispatcher.contended.add(queue)  # until a submit finds the window half empty
+            dispatcher.contended.add(queue)  # until a submit finds the window empty
             await dispatcher.settle(queue)
             metrics.record_submitted(kind.name)
             return Submitted(Job(**(values | {"dispatched_at": None})), created=True)

@@ -280,7 +280,7 @@ INSERT_WAITING = _insert_where(
 # Whether the queue's window has room, once a waiting job is committed: its jobs handed over,
 # counted with a row lock. A claim under way (whose snapshot may predate the waiting job, so
 # that it cannot see it) holds its job's row: the count waits for it and leaves the job out,
-# now started. So either the window has room, and the submitter releases, or every job in it
+# now started. So either the window is empty, and the submitter releases, or every job in it
 # is still to be claimed, and the claims that refill the window see the waiting job.
 _handed_over_locked = (
     select(job.id)

@@ -11,8 +11,10 @@ Celery only carries "run job X"; the job row stays the source of truth (`jobs.ru
 - Retries with exponential backoff are the runtime's (`RetryableError`), not Celery's.
 - One message carries up to `BATCH` jobs of one queue (jobs released or submitted together), so
   a busy system pays Celery's per-message work once per batch, not once per job. The worker
-  process runs them one after the other; a batch still running after `HAND_BACK_AFTER` gives
-  the rest back to the queue, so long jobs never hold others while a process idles.
+  process runs them one after the other; a job still running after `HAND_BACK_AFTER`, or a batch
+  after `BATCH_SECONDS`, gives the rest back to the queue, so long jobs never hold others while a
+  process idles (the batch's budget is generous: under load, when batches form, handing back
+  only adds messages).
   A batch redelivered after its process died is harmless: its jobs that already ran cannot be
   claimed again.
 """
@@ -42,7 +44,8 @@ RUN_JOBS = "atelier.run_jobs"
 PERIODIC = "atelier.periodic"
 HARD_LIMIT_MARGIN = 30
 BATCH = 16
-HAND_BACK_AFTER = 0.05  # seconds
+HAND_BACK_AFTER = 0.05  # seconds one job may run before the rest of its batch is handed back
+BATCH_SECONDS = 0.25  # seconds a whole batch may run before the rest is handed back
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -135,16 +138,17 @@ class _WorkerState:
         return self._loop.run_until_complete(coroutine)
 
     async def run_batch(self, batch: list[Delivery]) -> None:
-        """Run the batch's jobs in turn; hand the rest back once the batch has taken long (one
-        slow job, or many that add up)."""
+        """Run the batch's jobs in turn; hand the rest back once one of them, or the batch, has
+        taken long."""
         runtime = self.runtime()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + HAND_BACK_AFTER
+        deadline = loop.time() + BATCH_SECONDS
         while batch:
             job, batch = batch[0], batch[1:]
             run = asyncio.ensure_future(runtime.run(job.job_id))
             if batch:
-                await asyncio.wait({run}, timeout=max(deadline - loop.time(), 0))
+                left = max(deadline - loop.time(), 0)
+                await asyncio.wait({run}, timeout=min(HAND_BACK_AFTER, left))
                 if not run.done() or loop.time() >= deadline:
                     batch = await self._hand_back(runtime, batch)
             try:
