@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.core.clock import Clock
 from atelier.core.db import StatementConnection, on_commit, transaction
-from atelier.identity.models import Organization
 from atelier.jobs import metrics
 from atelier.jobs import statements as sql
 from atelier.jobs.executor import Delivery, Executor
 from atelier.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, Job, job_problem
-from atelier.plans.models import Plan
 
 log = structlog.get_logger(__name__)
 
@@ -204,70 +202,21 @@ class Dispatcher:
             queues = [queue]
         released: list[Delivery] = []
         for name in queues:
-            released += await self._release_queue(session, name, due, now)
+            released += await self._release_queue(session, name, now)
         self.hand_over(session, released)
         return released
 
     async def _release_queue(
-        self, session: AsyncSession, queue: str, due, now: datetime
+        self, session: AsyncSession, queue: str, now: datetime
     ) -> list[Delivery]:
         await self.lock_queue(session, queue)
-        handed_over = await session.scalar(sql.HANDED_OVER_IN_QUEUE, {"p_queue": queue})
+        connection = await session.connection()
+        handed_over = await connection.scalar(sql.HANDED_OVER_IN_QUEUE, {"p_queue": queue})
         free = self.window_of(queue) - (handed_over or 0)
         if free <= 0:
             return []
-        # One statement picks the jobs: each waiting job is ranked by the load its organization
-        # would have once it runs (jobs in flight + its place among the organization's waiting
-        # jobs), so slots go round-robin; then by plan priority, then by age. Jobs past their
-        # organization's concurrent limit are not candidates.
-        # Only an organization's first `free` waiting jobs can be chosen (each later one ranks
-        # behind `free` of its own): the joins below see those, however long the backlog.
-        ranked = (
-            select(
-                Job.id,
-                Job.org_id,
-                Job.created_at,
-                func.row_number()
-                .over(partition_by=Job.org_id, order_by=(Job.created_at, Job.id))
-                .label("nth"),
-            )
-            .where(WAITING, due, Job.queue == queue)
-            .subquery("ranked")
-        )
-        waiting = select(ranked).where(ranked.c.nth <= free).cte("waiting")
-        in_flight = (
-            select(Job.org_id, func.count().label("busy"))
-            .where(IN_FLIGHT, Job.org_id.in_(select(waiting.c.org_id)))
-            .group_by(Job.org_id)
-            .cte("in_flight")
-        )
-        busy = func.coalesce(in_flight.c.busy, 0)
-        chosen = (
-            select(waiting.c.id)
-            .join(Organization, Organization.id == waiting.c.org_id)
-            .join(Plan, Plan.id == Organization.plan_id)
-            .outerjoin(in_flight, in_flight.c.org_id == waiting.c.org_id)
-            .where(
-                or_(
-                    Plan.max_concurrent_jobs.is_(None),
-                    busy + waiting.c.nth <= Plan.max_concurrent_jobs,
-                )
-            )
-            .order_by(
-                busy + waiting.c.nth,
-                Plan.job_priority.desc(),
-                waiting.c.created_at,
-                waiting.c.id,
-            )
-            .limit(free)
-        )
-        rows = await session.execute(
-            update(Job)
-            .where(Job.id.in_(chosen), WAITING)
-            .values(dispatched_at=now, revision=Job.revision + 1)
-            .returning(Job.id, Job.queue, Job.timeout_seconds)
-            .execution_options(synchronize_session=False)
-        )
+        params = {"p_queue": queue, "p_now": now, "p_free": free}
+        rows = await connection.execute(sql.RELEASE, params)
         return [Delivery(*row) for row in rows.all()]
 
     # ---- the sweeper ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ a column it sets).
 """
 
 from sqlalchemy import (
+    Integer,
     and_,
     bindparam,
     case,
@@ -140,6 +141,53 @@ def _compute_used(org_param: str):
 
 
 LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+# Releasing waiting jobs of a queue (`p_queue`) into `p_free` free slots of its window, fairly:
+# each waiting job is ranked by the load its organization would have once it runs (jobs in
+# flight + its place among the organization's waiting jobs), so slots go round-robin; then by
+# plan priority, then by age. Jobs past their organization's concurrent limit are not
+# candidates, and only an organization's first `p_free` waiting jobs can be chosen (each later
+# one ranks behind `p_free` of its own), so the joins see those, however long the backlog.
+_ranked = (
+    select(
+        job.id,
+        job.org_id,
+        job.created_at,
+        func.row_number()
+        .over(partition_by=job.org_id, order_by=(job.created_at, job.id))
+        .label("nth"),
+    )
+    .where(
+        WAITING,
+        or_(job.not_before.is_(None), job.not_before <= bindparam("p_now")),
+        job.queue == bindparam("p_queue"),
+    )
+    .subquery("ranked")
+)
+_free = bindparam("p_free", type_=Integer)
+_candidates = select(_ranked).where(_ranked.c.nth <= _free).cte("waiting")
+_in_flight = (
+    select(job.org_id, func.count().label("busy"))
+    .where(IN_FLIGHT, job.org_id.in_(select(_candidates.c.org_id)))
+    .group_by(job.org_id)
+    .cte("in_flight")
+)
+_load = func.coalesce(_in_flight.c.busy, 0) + _candidates.c.nth
+_chosen = (
+    select(_candidates.c.id)
+    .join(Organization.__table__, _orgs.id == _candidates.c.org_id)
+    .join(Plan.__table__, _plans.id == _orgs.plan_id)
+    .outerjoin(_in_flight, _in_flight.c.org_id == _candidates.c.org_id)
+    .where(or_(_plans.max_concurrent_jobs.is_(None), _load <= _plans.max_concurrent_jobs))
+    .order_by(_load, _plans.job_priority.desc(), _candidates.c.created_at, _candidates.c.id)
+    .limit(_free)
+)
+RELEASE = (
+    update(jobs)
+    .where(job.id.in_(_chosen), WAITING)
+    .values(dispatched_at=bindparam("p_now"), revision=job.revision + 1)
+    .returning(job.id, job.queue, job.timeout_seconds)
+)
 
 HANDED_OVER_IN_QUEUE = (
     select(func.count()).select_from(jobs).where(job.queue == bindparam("p_queue"), HANDED_OVER)
