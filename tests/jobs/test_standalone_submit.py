@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from atelier.adapters.blobs.local import LocalBlobStore
 from atelier.core.clock import FixedClock
 from atelier.core.db import create_engine, create_sessionmaker, transaction
 from atelier.core.errors import QuotaExceeded, TooManyRequests
@@ -19,10 +20,12 @@ from atelier.jobs import service
 from atelier.jobs import statements as sql
 from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.models import Job
+from atelier.jobs.registry import registry
+from atelier.jobs.runtime import Runtime
 from atelier.ops import migrations
 from atelier.plans import service as plans
 from atelier.plans.models import Plan
-from atelier.settings import DatabaseSettings
+from atelier.settings import DatabaseSettings, Settings
 from tests.identity.factories import make_user, personal_org_id
 from tests.jobs.test_dispatch import NOOP, Recorder
 
@@ -244,3 +247,43 @@ async def test_an_organization_at_its_waiting_cap_is_refused_and_nothing_is_stor
                 update(Plan).where(Plan.id == "enterprise").values(max_waiting_jobs=None)
             )
             await session.commit()
+
+
+async def test_a_start_that_read_the_table_before_a_waiting_job_looks_again(
+    setup, own_engine, tmp_path, monkeypatch
+):
+    """The interleaving a lock-free waiting submit allows: a claim reads the table, a job is
+    committed waiting and its submit finds the claimed job still handed over (so leaves the
+    release to that start), then the claim commits having seen nothing waiting."""
+    sessionmaker, dispatcher, recorder = setup
+    org_id = await org_on(sessionmaker, "enterprise")
+    first = await submit(sessionmaker, dispatcher, org_id)
+    runtime = Runtime(
+        settings=Settings(_env_file=None),
+        engine=own_engine,
+        sessionmaker=sessionmaker,
+        blobs=LocalBlobStore(tmp_path, secret="s", clock=NOW),
+        clock=NOW,
+        dispatcher=dispatcher,
+        registry=registry,
+    )
+    arrived = []
+    claim = Runtime._claim
+
+    async def claim_then_a_job_arrives_waiting(self, job_id):
+        claimed = await claim(self, job_id)
+        dispatcher.contended.add(NOOP.queue)
+        monkeypatch.setattr(dispatcher, "settle", no_release)  # it saw `first` handed over
+        arrived.append(await submit(sessionmaker, dispatcher, org_id))
+        return claimed
+
+    async def no_release(queue):
+        return None
+
+    monkeypatch.setattr(Runtime, "_claim", claim_then_a_job_arrives_waiting)
+    try:
+        assert await runtime.run(first.id) == "succeeded"
+    finally:
+        await runtime.statements.close()
+    assert arrived[0].dispatched_at is None  # it was stored waiting
+    assert recorder.ids() == [first.id, arrived[0].id]  # and released by the start

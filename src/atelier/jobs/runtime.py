@@ -116,8 +116,13 @@ class Runtime:
         *fields, has_waiting, handed_over = row
         claim = Claim(job_id, *fields)
         # Refill the window when it is half empty, not at every start: fewer, larger releases.
-        window = self.dispatcher.window_of(claim.queue)
-        claim.release_after = bool(has_waiting) and handed_over <= window // 2
+        # (`handed_over` counts this job too: the statement read the table before claiming it.)
+        half_empty = handed_over - 1 <= self.dispatcher.window_of(claim.queue) // 2
+        claim.release_after = bool(has_waiting) and half_empty
+        # The claim read the table before it committed: a job stored waiting meanwhile, by a
+        # submit that found this job still handed over (`Dispatcher.settle`), escaped it.
+        # Such a submit leaves the release to this start, so look again once committed.
+        claim.look_again = not has_waiting and half_empty and self.dispatcher.statements is not None
         return claim
 
     async def _recover_if_orphaned(self, job_id: str) -> None:
@@ -143,11 +148,12 @@ class Runtime:
     async def _run_claimed(self, claim: Claim) -> str | None:
         # Starting freed a slot in the queue's dispatch window.
         releasing = None
-        if claim.release_after:
+        if claim.release_after or claim.look_again:
+            release = self._release(claim.queue, look_first=not claim.release_after)
             if self.serial:
-                await self._release(claim.queue)
+                await release
             else:
-                releasing = asyncio.create_task(self._release(claim.queue))
+                releasing = asyncio.create_task(release)
         kind = self.registry.get(claim.kind)
         ctx = JobContext(self, claim, asyncio.get_running_loop())
         begin = time.monotonic()
@@ -389,8 +395,14 @@ class Runtime:
                 return (await session.execute(statement, params)).one_or_none()
         return await self.statements.one_or_none(statement, params)
 
-    async def _release(self, queue: str | None) -> None:
+    async def _release(self, queue: str | None, *, look_first: bool = False) -> None:
+        """Release waiting jobs into the queue's window; `look_first`: only if one of its jobs
+        waits (one cheap statement before the queue's lock)."""
         try:
+            if look_first:
+                waiting = await self._write(sql.WAITING_IN_QUEUE, {"p_queue": queue})
+                if waiting is None or not waiting[0]:
+                    return
             async with self.sessionmaker() as session, transaction(session):
                 await self.dispatcher.release(session, queue)
         except Exception:  # the sweeper releases what this missed
@@ -409,6 +421,7 @@ class Claim:
     timeout_seconds: int
     created_by: str | None
     release_after: bool = False
+    look_again: bool = False
 
 
 @dataclass(frozen=True)

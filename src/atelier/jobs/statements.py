@@ -189,6 +189,8 @@ RELEASE = (
     .returning(job.id, job.queue, job.timeout_seconds)
 )
 
+WAITING_IN_QUEUE = select(exists().where(job.queue == bindparam("p_queue"), WAITING))
+
 HANDED_OVER_IN_QUEUE = (
     select(func.count()).select_from(jobs).where(job.queue == bindparam("p_queue"), HANDED_OVER)
 )
@@ -325,11 +327,13 @@ INSERT_WAITING = _insert_where(
     < func.coalesce(_plans.max_waiting_jobs, bindparam("p_cap")),
 )
 
-# Whether the queue's window has room, once a waiting job is committed: its jobs handed over,
-# counted with a row lock. A claim under way (whose snapshot may predate the waiting job, so
-# that it cannot see it) holds its job's row: the count waits for it and leaves the job out,
-# now started. So either the window is empty, and the submitter releases, or every job in it
-# is still to be claimed, and the claims that refill the window see the waiting job.
+# Whether the queue's window is empty, once a waiting job is committed: its jobs handed over,
+# counted with a row lock, so that a claim holding its job's row is waited for and its job left
+# out. Either none is left, and the submitter releases; or every job counted is still to be
+# claimed. Each of those claims either reads the table after the waiting job was committed, and
+# sees it, or read it before (under way, not yet at its row): then it saw nothing waiting and
+# looks again once committed (`Runtime._claim`). No waiting job is left with nothing to
+# release it.
 _handed_over_locked = (
     select(job.id)
     .where(job.queue == bindparam("p_queue"), HANDED_OVER)
