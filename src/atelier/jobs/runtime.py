@@ -400,6 +400,7 @@ class Runtime:
         waits (one cheap statement before the queue's lock)."""
         try:
             if look_first:
+                await asyncio.sleep(0)  # the handler (scheduled next) starts first
                 waiting = await self._write(sql.WAITING_IN_QUEUE, {"p_queue": queue})
                 if waiting is None or not waiting[0]:
                     return
