@@ -16,7 +16,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound
 
 from atelier.core import db
 from atelier.core.db import (
@@ -272,6 +272,39 @@ async def test_a_statement_goes_to_the_driver_with_its_values_converted(own_engi
         await statements.close()
         async with engine.begin() as connection:
             await connection.run_sync(table.metadata.drop_all)
+
+
+async def test_a_statement_that_returns_several_rows_runs_once(own_engine):
+    """It has run when its rows come back: the error must not run it again."""
+    engine, table = own_engine
+    statements = StatementConnection(engine)
+    try:
+        await statements.one_or_none(table.insert().values(id=2, n=0).returning(table.c.id))
+        with pytest.raises(MultipleResultsFound):
+            both = update(table).where(table.c.id >= 1).values(n=table.c.n + 1)
+            await statements.one_or_none(both.returning(table.c.n))
+        async with engine.connect() as other:
+            counts = list(await other.scalars(select(table.c.n).order_by(table.c.id)))
+        # Once (PostgreSQL: each statement commits alone) or not at all (SQLite's writer
+        # transaction rolls back on the error); never twice.
+        assert counts in ([1, 1], [0, 0])
+    finally:
+        await statements.close()
+
+
+async def test_statements_the_driver_path_cannot_take_run_through_sqlalchemy(own_engine):
+    """No parameters, or an IN list SQLAlchemy renders per call."""
+    engine, table = own_engine
+    statements = StatementConnection(engine)
+    in_list = select(table.c.n).where(table.c.id.in_([1, 5]))
+    try:
+        for _ in range(2):
+            assert (await statements.one_or_none(text("SELECT 1")))[0] == 1
+            assert (await statements.one_or_none(in_list, {}))[0] == 0
+        if engine.dialect.name == "postgresql":  # known once, not a failed round trip a call
+            assert statements._compiled[in_list] is None
+    finally:
+        await statements.close()
 
 
 async def postgres_pid(connection) -> int:

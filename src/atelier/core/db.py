@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from sqlalchemy import DateTime, Executable, MetaData, Row, event, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -219,7 +219,7 @@ class StatementConnection:
         self._relaxed = self._autocommit and not durable
         self._connection: AsyncConnection | None = None
         self._lock = asyncio.Lock()
-        self._compiled: dict[Executable, DriverStatement] = {}
+        self._compiled: dict[Executable, DriverStatement | None] = {}
 
     async def one_or_none(
         self, statement: Executable, params: dict[str, Any] | None = None
@@ -227,10 +227,11 @@ class StatementConnection:
         """Run `statement`, committed at once; its only row, or None."""
         async with self._lock:
             if self._autocommit:
-                try:
-                    return await self._run_on_driver(await self._held(), statement, params)
-                except Exception:  # changed nothing; SQLAlchemy says why, or reconnects
-                    log.debug("driver_statement_failed", exc_info=True)
+                rows = await self._run_on_driver(await self._held(), statement, params)
+                if rows is not None:
+                    if len(rows) > 1:  # it ran, and committed: never run it again
+                        raise MultipleResultsFound("the statement returned more than one row")
+                    return rows[0] if rows else None
             try:
                 return await self._run(await self._held(), statement, params)
             except DBAPIError as exc:
@@ -257,16 +258,26 @@ class StatementConnection:
 
     async def _run_on_driver(
         self, connection: AsyncConnection, statement: Executable, params: dict[str, Any] | None
-    ) -> Any:
-        """The statement's only row (an asyncpg Record: indexable like a Row), or None."""
-        compiled = self._compiled.get(statement)
+    ) -> list[Any] | None:
+        """The statement's rows (asyncpg Records: indexable like Rows), or None where it did
+        not run there: a statement the driver path cannot take, or a failure (each statement
+        commits alone, so a failed one changed nothing; SQLAlchemy then says why, or
+        reconnects)."""
+        if statement not in self._compiled:
+            try:
+                self._compiled[statement] = DriverStatement(statement, connection.dialect)
+            except Exception:  # e.g. no parameters: always SQLAlchemy's execute
+                self._compiled[statement] = None
+        compiled = self._compiled[statement]
         if compiled is None:
-            compiled = self._compiled[statement] = DriverStatement(statement, connection.dialect)
-        driver = connection.sync_connection.connection.dbapi_connection.driver_connection
-        rows = await driver.fetch(compiled.sql, *compiled.arguments(params or {}))
-        if len(rows) > 1:
-            raise ValueError("more than one row")
-        return rows[0] if rows else None
+            return None
+        try:
+            arguments = compiled.arguments(params or {})
+            driver = connection.sync_connection.connection.dbapi_connection.driver_connection
+            return await driver.fetch(compiled.sql, *arguments)
+        except Exception:
+            log.debug("driver_statement_failed", exc_info=True)
+            return None
 
     async def _run(
         self, connection: AsyncConnection, statement: Executable, params: dict[str, Any] | None
@@ -294,6 +305,8 @@ class DriverStatement:
         compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         if not compiled.positiontup:
             raise ValueError("not a statement with positional parameters")
+        if any(bind.expanding or bind.literal_execute for bind in compiled.binds.values()):
+            raise ValueError("parameters rendered per call (IN lists): SQLAlchemy's execute")
         self.sql: str = compiled.string
         processors = compiled._bind_processors
         self.names = tuple(compiled.positiontup)
