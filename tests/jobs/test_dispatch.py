@@ -13,8 +13,9 @@ from atelier.jobs import service
 from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.executor import Delivery
 from atelier.jobs.models import Job
-from atelier.jobs.registry import registry
+from atelier.jobs.registry import QUEUES, registry
 from atelier.plans.models import Plan
+from atelier.workers import build_runtime
 from tests.identity.factories import make_user, personal_org_id
 from tests.jobs import kinds  # noqa: F401 - registers the test kinds
 
@@ -130,6 +131,13 @@ async def test_a_queue_of_long_jobs_has_its_own_window(db_session, db_sessionmak
     assert recorder.ids() == [jobs[0].id, short.id]  # the second ml job waits; default has room
     await set_status(db_session, [jobs[0].id], "running")
     assert [d.job_id for d in await release(db_session, dispatcher)] == [jobs[1].id]
+
+
+async def test_the_heavy_queues_take_their_window_from_settings(make_settings, engine, recorder):
+    settings = make_settings(jobs={"dispatch_window": 20, "dispatch_window_heavy": 3})
+    runtime = build_runtime(settings, recorder, engine=engine)
+    windows = {queue: runtime.dispatcher.window_of(queue) for queue in QUEUES}
+    assert windows == {"default": 20, "ml": 3, "media": 20, "gpu": 3}
 
 
 async def test_too_many_waiting_jobs_are_refused_with_429(db_session, dispatcher):

@@ -68,7 +68,8 @@ class Dispatcher:
         self.window = window  # per queue, unless `windows` names the queue
         self.windows = dict(windows or {})
         self.background = getattr(executor, "background", False)
-        # Queues whose last submit here had to wait: the next one takes the lock at once.
+        # Queues whose last submit here had to wait: the next one goes straight to the waiting
+        # insert (PostgreSQL, a submit on its own) or takes the lock at once.
         self.contended: set[str] = set()
         # Submits made outside any unit of work insert in one autocommit round trip, on a
         # connection of their own (PostgreSQL; durable: a job that got its 202 is on disk).
