@@ -32,7 +32,9 @@ import structlog
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Queue
+from kombu.utils.url import maybe_sanitize_url
 
+from atelier.adapters.executors import redis_transport
 from atelier.jobs.executor import Delivery
 from atelier.jobs.registry import QUEUES
 from atelier.settings import Settings
@@ -46,6 +48,7 @@ HARD_LIMIT_MARGIN = 30
 BATCH = 16
 HAND_BACK_AFTER = 0.05  # seconds one job may run before the rest of its batch is handed back
 BATCH_SECONDS = 0.25  # seconds a whole batch may run before the rest is handed back
+ARGSREPR_MAX = 1024  # Celery's own bound on a task's arguments in its logs
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -203,6 +206,10 @@ class CeleryExecutor:
         self._posted: queue.SimpleQueue[_Posted | threading.Event | None] = queue.SimpleQueue()
         self._publisher: threading.Thread | None = None
         self._publisher_lock = threading.Lock()
+        # On Redis, a message sent to the default exchange goes straight into its queue's list
+        # (kombu's `_put`): declaring the queue on every publish, as Celery does, only costs.
+        # A broker speaking AMQP drops a message for a queue not declared yet: declared there.
+        self._declare: dict[str, Any] = {"declare": []} if _plain_redis(settings.broker_url) else {}
 
     async def deliver(self, deliveries: list[Delivery]) -> None:
         await asyncio.wait_for(asyncio.to_thread(self._send, deliveries), self.timeout)
@@ -255,23 +262,31 @@ class CeleryExecutor:
                     # The backstop for the whole batch: its longest job's limit, plus the time
                     # the others may take before one of them hands the rest back.
                     longest = max(d.timeout_seconds for d in batch)
+                    args = [queue, [[d.job_id, d.timeout_seconds] for d in batch]]
                     self.app.send_task(
                         RUN_JOBS,
-                        args=[queue, [[d.job_id, d.timeout_seconds] for d in batch]],
+                        args=args,
                         queue=queue,
                         time_limit=longest + self.grace + HARD_LIMIT_MARGIN + len(batch),
                         producer=producer,
                         retry=False,
+                        # What Celery would otherwise make per message: the arguments' repr
+                        # for logs (its `saferepr` streams them, a plain repr is enough for
+                        # ids and numbers), and the queue's declaration.
+                        argsrepr=repr(args)[:ARGSREPR_MAX],
+                        kwargsrepr="{}",
+                        **self._declare,
                     )
 
     async def ping(self) -> str:
-        def check() -> str:
+        def check() -> None:
             with self.app.connection_for_write() as connection:
                 connection.ensure_connection(max_retries=1, timeout=self.timeout)
-                return connection.as_uri()
 
-        uri = await asyncio.wait_for(asyncio.to_thread(check), self.timeout + 1)
-        return f"celery broker {uri}"
+        await asyncio.wait_for(asyncio.to_thread(check), self.timeout + 1)
+        # The URL as configured, password hidden (kombu's `as_uri` would name the transport
+        # class where the scheme was).
+        return f"celery broker {maybe_sanitize_url(self.app.conf.broker_url)}"
 
     async def close(self) -> None:
         await self.flush()
@@ -325,4 +340,10 @@ def _base_app(settings: Settings) -> Celery:
         broker_transport_options=options,
         task_send_sent_event=False,
     )
+    if _plain_redis(settings.broker_url):
+        app.conf.broker_transport = redis_transport.NAME
     return app
+
+
+def _plain_redis(url: str | None) -> bool:
+    return bool(url) and url.startswith("redis://")  # type: ignore[union-attr]
