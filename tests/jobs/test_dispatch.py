@@ -186,6 +186,30 @@ async def test_higher_plan_priority_goes_first_among_equals(db_session, dispatch
     assert released == [trial_job.id]
 
 
+async def test_a_release_takes_each_organizations_first_due_jobs(db_session, dispatcher):
+    """On PostgreSQL the release walks the organizations with waiting jobs one by one and reads
+    each one's first jobs only: an organization whose jobs are not due yet (a retry's backoff)
+    is passed over, wherever it falls in that walk, and the others' jobs go round-robin."""
+    dispatcher.window = 0  # everything submitted waits
+    backing_off, busy, light = [await org_on(db_session, "enterprise") for _ in range(3)]
+    counts = {backing_off: 3, busy: 3, light: 1}
+    waiting = {
+        org: [await submit(db_session, dispatcher, org) for _ in range(n)]
+        for org, n in counts.items()
+    }
+    await db_session.execute(
+        update(Job)
+        .where(Job.id.in_([job.id for job in waiting[backing_off]]))
+        .values(not_before=SystemClock().now() + MINUTE)
+    )
+    await db_session.commit()
+    dispatcher.window = 3
+    released = {d.job_id for d in await release(db_session, dispatcher)}
+    # By their organization's load once started: busy's 1, 2, 3 and light's 1.
+    first, second, _ = waiting[busy]
+    assert released == {first.id, waiting[light][0].id, second.id}
+
+
 async def test_a_failed_hand_over_leaves_the_job_waiting_for_the_sweeper(
     db_session, dispatcher, recorder
 ):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     reason="partial indexes over active jobs are PostgreSQL's",
 )
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
-ACTIVE_ONLY = ("ix_jobs_org_active", "ix_jobs_queue_active", "ix_jobs_waiting")
+ACTIVE_ONLY = ("ix_jobs_org_active", "ix_jobs_queue_active", "ix_jobs_waiting_by_org")
 
 
 async def explain_generic(connection, statement, params: dict) -> str:

@@ -217,7 +217,8 @@ class Dispatcher:
         if free <= 0:
             return []
         params = {"p_queue": queue, "p_now": now, "p_free": free}
-        rows = await connection.execute(sql.RELEASE, params)
+        postgresql = connection.dialect.name == "postgresql"
+        rows = await connection.execute(sql.RELEASE_PG if postgresql else sql.RELEASE, params)
         return [Delivery(*row) for row in rows.all()]
 
     # ---- the sweeper ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ a column it sets).
 from sqlalchemy import (
     Integer,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 
@@ -147,7 +149,55 @@ LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 # flight + its place among the organization's waiting jobs), so slots go round-robin; then by
 # plan priority, then by age. Jobs past their organization's concurrent limit are not
 # candidates, and only an organization's first `p_free` waiting jobs can be chosen (each later
-# one ranks behind `p_free` of its own), so the joins see those, however long the backlog.
+# one ranks behind `p_free` of its own).
+_free = bindparam("p_free", type_=Integer)
+_now = bindparam("p_now", type_=job.dispatched_at.type)
+
+
+def _waiting_in_queue(c, *, due: bool = True):
+    """`c` (the jobs table or an alias of it) is waiting in the queue `p_queue`, and due (its
+    `not_before` passed) unless told otherwise."""
+    waiting = and_(
+        c.queue == bindparam("p_queue"), status_in(c.status, QUEUED), c.dispatched_at.is_(None)
+    )
+    return and_(waiting, or_(c.not_before.is_(None), c.not_before <= _now)) if due else waiting
+
+
+def _release(candidates, *, by_key_list: bool):
+    """The release, given its candidates (a CTE of id, org_id, created_at and `nth`, the job's
+    place among its organization's waiting jobs, up to `p_free` of them each)."""
+    in_flight = (
+        select(job.org_id, func.count().label("busy"))
+        .where(IN_FLIGHT, job.org_id.in_(select(candidates.c.org_id)))
+        .group_by(job.org_id)
+        .cte("in_flight")
+    )
+    load = func.coalesce(in_flight.c.busy, 0) + candidates.c.nth
+    chosen = (
+        select(candidates.c.id)
+        .join(Organization.__table__, _orgs.id == candidates.c.org_id)
+        .join(Plan.__table__, _plans.id == _orgs.plan_id)
+        .outerjoin(in_flight, in_flight.c.org_id == candidates.c.org_id)
+        .where(or_(_plans.max_concurrent_jobs.is_(None), load <= _plans.max_concurrent_jobs))
+        .order_by(load, _plans.job_priority.desc(), candidates.c.created_at, candidates.c.id)
+        .limit(_free)
+    )
+    # PostgreSQL: `id = ANY(ARRAY(chosen))` is chosen once, then its rows are found by key.
+    # Planned as `id IN (chosen)` on a young table (no statistics: every estimate one row), it
+    # ran the choice again for each waiting job (a 10,000-job backlog: 110 of 150 ms).
+    chosen_ids = (
+        job.id == any_(func.array(chosen.scalar_subquery())) if by_key_list else job.id.in_(chosen)
+    )
+    return (
+        update(jobs)
+        .where(chosen_ids, WAITING)
+        .values(dispatched_at=_now, revision=job.revision + 1)
+        .returning(job.id, job.queue, job.timeout_seconds)
+    )
+
+
+# SQLite: the queue's waiting jobs numbered per organization by a window function (the planner
+# stops numbering an organization's jobs past `p_free`, but still reads them all).
 _ranked = (
     select(
         job.id,
@@ -157,36 +207,55 @@ _ranked = (
         .over(partition_by=job.org_id, order_by=(job.created_at, job.id))
         .label("nth"),
     )
-    .where(
-        WAITING,
-        or_(job.not_before.is_(None), job.not_before <= bindparam("p_now")),
-        job.queue == bindparam("p_queue"),
-    )
+    .where(_waiting_in_queue(job))
     .subquery("ranked")
 )
-_free = bindparam("p_free", type_=Integer)
-_candidates = select(_ranked).where(_ranked.c.nth <= _free).cte("waiting")
-_in_flight = (
-    select(job.org_id, func.count().label("busy"))
-    .where(IN_FLIGHT, job.org_id.in_(select(_candidates.c.org_id)))
-    .group_by(job.org_id)
-    .cte("in_flight")
+RELEASE = _release(select(_ranked).where(_ranked.c.nth <= _free).cte("waiting"), by_key_list=False)
+
+# PostgreSQL: the organizations with jobs waiting in the queue, found one after the other
+# (each the next in `ix_jobs_waiting_by_org`, due or not), and each one's first `p_free` due
+# waiting jobs read from that index: a release reads what it may choose, not the whole backlog
+# (a 10,000-job backlog of 5 organizations: 22 -> 3.3 ms, with statistics).
+_o = jobs.alias("next_org").c
+_orgs_waiting = (
+    select(job.org_id)
+    .where(_waiting_in_queue(job, due=False))
+    .order_by(job.org_id)
+    .limit(1)
+    .cte("orgs", recursive=True)
 )
-_load = func.coalesce(_in_flight.c.busy, 0) + _candidates.c.nth
-_chosen = (
-    select(_candidates.c.id)
-    .join(Organization.__table__, _orgs.id == _candidates.c.org_id)
-    .join(Plan.__table__, _plans.id == _orgs.plan_id)
-    .outerjoin(_in_flight, _in_flight.c.org_id == _candidates.c.org_id)
-    .where(or_(_plans.max_concurrent_jobs.is_(None), _load <= _plans.max_concurrent_jobs))
-    .order_by(_load, _plans.job_priority.desc(), _candidates.c.created_at, _candidates.c.id)
+_next_org = (
+    select(_o.org_id)
+    .where(_waiting_in_queue(_o, due=False), _o.org_id > _orgs_waiting.c.org_id)
+    .order_by(_o.org_id)
+    .limit(1)
+    .correlate(_orgs_waiting)
+    .scalar_subquery()
+)
+_orgs_waiting = _orgs_waiting.union_all(
+    select(_next_org.label("org_id")).where(_orgs_waiting.c.org_id.is_not(None))
+)
+_f = jobs.alias("first_job").c
+_firsts = (
+    select(_f.id, _f.org_id, _f.created_at)
+    .where(_waiting_in_queue(_f), _f.org_id == _orgs_waiting.c.org_id)
+    .order_by(_f.created_at, _f.id)
     .limit(_free)
+    .lateral("firsts")
 )
-RELEASE = (
-    update(jobs)
-    .where(job.id.in_(_chosen), WAITING)
-    .values(dispatched_at=bindparam("p_now"), revision=job.revision + 1)
-    .returning(job.id, job.queue, job.timeout_seconds)
+RELEASE_PG = _release(
+    select(
+        _firsts.c.id,
+        _firsts.c.org_id,
+        _firsts.c.created_at,
+        func.row_number()
+        .over(partition_by=_firsts.c.org_id, order_by=(_firsts.c.created_at, _firsts.c.id))
+        .label("nth"),
+    )
+    .select_from(_orgs_waiting)
+    .join(_firsts, true())
+    .cte("waiting"),
+    by_key_list=True,
 )
 
 WAITING_IN_QUEUE = select(exists().where(job.queue == bindparam("p_queue"), WAITING))
