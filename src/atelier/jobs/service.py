@@ -95,9 +95,12 @@ async def submit(
             queue not in dispatcher.contended
             and await dispatcher.statements.one_or_none(sql.INSERT_IF_FREE, fast) is not None
         ):
-            await dispatcher.handed_over([delivery])
+            submitted = Submitted(Job(**values), created=True)
             metrics.record_submitted(kind.name)
-            return Submitted(Job(**values), created=True)
+            # Handed over last: the publisher thread needs the interpreter lock, which this
+            # thread holds until it next waits, so whatever is done after posting delays it.
+            await dispatcher.handed_over([delivery])
+            return submitted
         waiting = fast | {"p_dispatched_at": None, "p_cap": DEFAULT_MAX_WAITING}
         if await dispatcher.statements.one_or_none(sql.INSERT_WAITING, waiting) is not None:
             dispatcher.contended.add(queue)  # until a submit finds the window empty
