@@ -124,6 +124,22 @@ async def test_a_redis_publisher_builds_one_client_and_no_declaration_per_messag
     await executor.close()
 
 
+def test_a_channel_makes_its_client_again_with_its_pool(broker):
+    """After a fork or a reconnection kombu drops the channel's pool: the shared client must
+    not keep the old one."""
+    executor = executor_on(broker.url)
+    with executor.app.connection_for_write() as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as again:
+            assert first is again
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as fresh:
+            assert fresh is not first
+            assert fresh.connection_pool is channel.pool
+            assert fresh.ping()
+    executor.close_sync()
+
+
 def test_rediss_keeps_kombus_own_transport():
     """Its TLS defaults come from the scheme's name, which a transport of ours would hide."""
     assert executor_on("redis://127.0.0.1:6379/0").app.conf.broker_transport is not None

@@ -6,9 +6,10 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from atelier.core.ids import new_id
+from atelier.identity.models import Organization
 from atelier.jobs import statements as sql
 from atelier.jobs.models import QUEUED, RUNNING, SUCCEEDED, Job
 from tests.identity.factories import make_user, personal_org_id
@@ -104,3 +105,42 @@ async def test_a_finish_and_a_queue_count_use_the_active_jobs_indexes(db_session
     plan = await explain_generic(connection, sql.HANDED_OVER_IN_QUEUE, {"p_queue": "default"})
     assert any(name in plan for name in ACTIVE_ONLY), plan
     assert "Seq Scan on jobs" not in plan, plan
+
+
+async def test_a_release_reads_each_organizations_first_waiting_jobs(db_session, busy_org):
+    """With statistics (autovacuum's, once a table is in use), a release reaches the waiting
+    jobs through the index that orders them by organization and age, a few per organization,
+    instead of sorting the queue's whole backlog."""
+    others = []
+    for n in range(2):
+        user = await make_user(db_session, email=f"other{n}@example.com")
+        others.append(await personal_org_id(db_session, user))
+    backlog = [
+        {
+            "id": new_id("job"),
+            "org_id": busy_org if n % 10 else others[n % 2],
+            "kind": "system.sleep",
+            "queue": "default",
+            "payload": {},
+            "status": QUEUED,
+            "timeout_seconds": 60,
+            "created_at": NOW + timedelta(milliseconds=n),
+        }
+        for n in range(3000)
+    ]
+    await db_session.execute(insert(Job), backlog)
+    await db_session.execute(  # no concurrent-jobs limit: the window alone bounds the release
+        update(Organization)
+        .where(Organization.id.in_([busy_org, *others]))
+        .values(plan_id="enterprise")
+    )
+    connection = await db_session.connection()
+    await connection.exec_driver_sql("ANALYZE jobs")  # rolled back with the test
+    plan = await explain_generic(
+        connection, sql.RELEASE_PG, {"p_queue": "default", "p_now": NOW, "p_free": 16}
+    )
+    assert "ix_jobs_waiting_by_org" in plan, plan
+    released = (
+        await connection.execute(sql.RELEASE_PG, {"p_queue": "default", "p_now": NOW, "p_free": 16})
+    ).all()
+    assert len(released) == 16

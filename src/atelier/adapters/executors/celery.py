@@ -346,4 +346,4 @@ def _base_app(settings: Settings) -> Celery:
 
 
 def _plain_redis(url: str | None) -> bool:
-    return bool(url) and url.startswith("redis://")  # type: ignore[union-attr]
+    return url is not None and url.startswith("redis://")
