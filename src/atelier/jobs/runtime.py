@@ -172,11 +172,7 @@ class Runtime:
                 try:
                     outcome = await self._execute(kind, ctx, payload, claim)
                 finally:
-                    heartbeat = ctx._heartbeat_task
-                    if heartbeat is not None:
-                        heartbeat.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await heartbeat
+                    await self._stop_heartbeat(ctx)
         seconds = time.monotonic() - begin
         if releasing is not None:
             await releasing
@@ -279,14 +275,34 @@ class Runtime:
             await asyncio.sleep(MIN_FLUSH_INTERVAL)
             if self.on_heartbeat is not None:
                 self.on_heartbeat()
+            ctx._flushing = True  # from here to the end of the write: not to be cancelled
             try:
                 async with self.sessionmaker() as session, transaction(session):
                     await self._flush(session, ctx)
             except Exception:  # a missed heartbeat is retried; the sweeper allows for several
                 log.warning("job_heartbeat_failed", exc_info=True)
+            finally:
+                ctx._flushing = False
             if ctx.lost:
                 ctx.cancel_requested.set()
                 return
+            if ctx._heartbeat_stopping:
+                return
+
+    @staticmethod
+    async def _stop_heartbeat(ctx: JobContext) -> None:
+        """Stop the heartbeat between two writes, never in one: a task cancelled while its
+        statement runs leaves, on SQLite, a discarded connection that keeps the write lock
+        until the garbage collector frees the statement (seconds), and the job's end would
+        wait for it, then fail with "database is locked". A write under way is awaited."""
+        heartbeat = ctx._heartbeat_task
+        if heartbeat is None:
+            return
+        ctx._heartbeat_stopping = True
+        if not ctx._flushing:
+            heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
 
     async def _flush(self, session: AsyncSession, ctx: JobContext) -> None:
         """Write progress, log lines and a heartbeat; read back a cancellation request."""
@@ -459,6 +475,8 @@ class JobContext:
         self.expired = False
         self.lost = False
         self._heartbeat_task: asyncio.Task[None] | None = None  # the runtime's, once started
+        self._flushing = False  # the heartbeat is writing
+        self._heartbeat_stopping = False
 
     # ---- identity --------------------------------------------------------------------------
 
