@@ -6,14 +6,18 @@ In one run, with 2 worker processes each:
 - throughput: `--jobs` no-op jobs submitted one after the other, from the first submit to the
   last end (Atelier: `jobs.service.submit` as an endpoint calls it, then the job row read back;
   bare Celery: `apply_async` of a task that only counts itself in Redis);
-- submit-to-start latency: `--singles` single no-op jobs, one at a time on an idle system, from
-  the submit call to the handler's first line (p50 and p99);
-- the same figures for Atelier's local executor (the pool of `atelier up`);
+- the same throughput for Atelier's local executor (the pool of `atelier up`);
+- submit-to-start latency: `--singles` rounds of one single no-op job on each of the three
+  set-ups, one job at a time on an otherwise idle system, from the submit call to the handler's
+  first line (p50 and p99). The three take turns, each going first in turn, so that whatever
+  else the machine does meanwhile (a shared VM's neighbours, PostgreSQL's background writes)
+  weighs on each alike: measured one set-up after the other, bare Celery's p50 alone moved
+  between 2.5 and 4.2 ms from one run to the next;
 - CPU per job in the throughput run, by part (submitter, PostgreSQL, Redis, the worker's main
   process, the processes that run jobs), read from /proc: unlike throughput, it hardly moves
   with whatever else the machine is doing.
-A fresh PostgreSQL database is made and dropped (default: the local server of the dev machine);
-Redis database 13 is used and flushed.
+Each Atelier set-up gets a fresh PostgreSQL database, dropped at the end (default: the local
+server of the dev machine); Redis database 13 is used and flushed.
 """
 
 from __future__ import annotations
@@ -161,12 +165,9 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 # ---- bare Celery -----------------------------------------------------------------------------
 
 
-def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict[str, float]:
-    from bench.bare_celery import app, noop
-
-    r = redis.Redis.from_url(BROKER)
+def bare_worker(log_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), kinds.LATENCY_ENV: BROKER}
-    worker = spawn(
+    return spawn(
         [
             sys.executable,
             "-m",
@@ -187,34 +188,40 @@ def bare_celery(jobs: int, singles: int, submitters: int, log_dir: Path) -> dict
         "ready.",
         log_dir / "bare-worker.log",
     )
-    try:
-        noop.apply_async(args=[0.0], queue="bare")  # warm the connection pools
-        _wait_count(r, 1)
-        r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
-        cpu_before = cpu_seconds(worker.pid)
-        begin = time.perf_counter()
-        with ThreadPoolExecutor(submitters) as pool:
-            list(
-                pool.map(
-                    lambda n: [noop.apply_async(args=[0.0], queue="bare") for _ in range(n)],
-                    shares(jobs, submitters),
-                )
+
+
+def bare_throughput(jobs: int, submitters: int, worker: int) -> dict:
+    from bench.bare_celery import noop
+
+    r = redis.Redis.from_url(BROKER)
+    noop.apply_async(args=[0.0], queue="bare")  # warm the connection pools
+    _wait_count(r, 1)
+    r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+    cpu_before = cpu_seconds(worker)
+    begin = time.perf_counter()
+    with ThreadPoolExecutor(submitters) as pool:
+        list(
+            pool.map(
+                lambda n: [noop.apply_async(args=[0.0], queue="bare") for _ in range(n)],
+                shares(jobs, submitters),
             )
-        _wait_count(r, jobs)
-        throughput = jobs / (time.perf_counter() - begin)
-        cpu = cpu_per_job(cpu_before, cpu_seconds(worker.pid), jobs)
-        latencies = []
-        for _ in range(singles):
-            r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
-            sent = time.time()
-            noop.apply_async(args=[sent], queue="bare")
-            latencies.append(_started(r) - sent)
-            _wait_count(r, 1)
-    finally:
-        stop(worker)
-        app.close()
-    p50, p99 = percentiles(latencies)
-    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu": cpu}
+        )
+    _wait_count(r, jobs)
+    throughput = jobs / (time.perf_counter() - begin)
+    return {"throughput": throughput, "cpu": cpu_per_job(cpu_before, cpu_seconds(worker), jobs)}
+
+
+async def bare_single(r: redis.Redis) -> float:
+    """One bare task's submit-to-start, in seconds. Blocking on purpose: the bare side has no
+    event loop, and nothing else runs while it waits."""
+    from bench.bare_celery import noop
+
+    r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+    sent = time.time()
+    noop.apply_async(args=[sent], queue="bare")
+    latency = _started(r) - sent
+    _wait_count(r, 1)
+    return latency
 
 
 def _started(r: redis.Redis) -> float:
@@ -247,33 +254,56 @@ def _wait_count(r: redis.Redis, count: int, within: float = 120) -> None:
 # ---- Atelier -----------------------------------------------------------------------------------
 
 
-async def atelier_figures(
-    settings: Settings, jobs: int, singles: int, submitters: int, executor, workers: int | None
-) -> dict:
-    runtime = build_runtime(settings, executor)
-    if hasattr(executor, "start"):
-        await executor.start()
-    kind = runtime.registry.kinds["bench.noop"]
-    r = redis.Redis.from_url(BROKER)
-    try:
-        async with runtime.sessionmaker() as session:
-            org_id = await _bench_org(session)
+class Atelier:
+    """One Atelier set-up (its own database, runtime and executor) under measure."""
+
+    def __init__(self, settings: Settings, executor, workers: int | None) -> None:
+        self.runtime = build_runtime(settings, executor)
+        self.executor = executor
+        self.workers = workers  # the worker's main process, None for the local pool
+        self.kind = self.runtime.registry.kinds["bench.noop"]
+        self.single_ids: list[str] = []
+        self.org_id = ""
+
+    async def start(self) -> None:
+        if hasattr(self.executor, "start"):
+            await self.executor.start()
+        async with self.runtime.sessionmaker() as session:
+            self.org_id = await _bench_org(session)
+        self.waiter = redis.asyncio.Redis.from_url(BROKER)
         # Warm up: connections, worker imports.
-        async with runtime.sessionmaker() as session:
-            first = await service.submit(
-                session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
+        first = await self._submit({})
+        await _wait_jobs(self.runtime, [first])
+
+    async def _submit(self, payload: dict) -> str:
+        async with self.runtime.sessionmaker() as session:
+            submitted = await service.submit(
+                session,
+                self.runtime.dispatcher,
+                self.kind,
+                payload,
+                org_id=self.org_id,
+                created_by=None,
             )
-        await _wait_jobs(runtime, [first.job.id])
+        return submitted.job.id
+
+    async def throughput(self, jobs: int, submitters: int) -> dict:
+        r = redis.Redis.from_url(BROKER)
         r.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
-        cpu_before = cpu_seconds(workers)
+        cpu_before = cpu_seconds(self.workers)
         begin = time.perf_counter()
         ids: list[str] = []
 
         async def submit(count: int) -> None:
-            async with runtime.sessionmaker() as session:
+            async with self.runtime.sessionmaker() as session:
                 for _ in range(count):
                     submitted = await service.submit(
-                        session, runtime.dispatcher, kind, {}, org_id=org_id, created_by=None
+                        session,
+                        self.runtime.dispatcher,
+                        self.kind,
+                        {},
+                        org_id=self.org_id,
+                        created_by=None,
                     )
                     ids.append(submitted.job.id)
 
@@ -282,51 +312,46 @@ async def atelier_figures(
         # Every handler ran (its Redis counter, polled as for bare Celery), then every row says
         # so (one query or two, not one every few milliseconds through the run).
         await asyncio.to_thread(_wait_count, r, jobs)
-        await _wait_jobs(runtime, ids)
+        await _wait_jobs(self.runtime, ids)
         throughput = jobs / (time.perf_counter() - begin)
-        cpu = cpu_per_job(cpu_before, cpu_seconds(workers), jobs)
         print(
             f"  {jobs} jobs submitted in {submitted_in:.2f} s, all ended in "
             f"{jobs / throughput:.2f} s",
             flush=True,
         )
-        latencies = []
-        single_ids = []
-        waiter = redis.asyncio.Redis.from_url(BROKER)
-        for _ in range(singles):
-            async with runtime.sessionmaker() as session:
-                sent = time.time()
-                submitted = await service.submit(
-                    session,
-                    runtime.dispatcher,
-                    kind,
-                    {"sent": sent},
-                    org_id=org_id,
-                    created_by=None,
-                )
-            latencies.append(await _started_async(waiter) - sent)
-            await _wait_jobs(runtime, [submitted.job.id])
-            single_ids.append(submitted.job.id)
-        await waiter.aclose()
-        async with runtime.sessionmaker() as session:
+        return {
+            "throughput": throughput,
+            "cpu": cpu_per_job(cpu_before, cpu_seconds(self.workers), jobs),
+        }
+
+    async def single(self) -> float:
+        """One job's submit-to-start, in seconds; returns once the job has ended."""
+        await self.waiter.delete(kinds.DONE_KEY, kinds.STARTS_KEY)
+        sent = time.time()
+        job_id = await self._submit({"sent": sent})
+        latency = await _started_async(self.waiter) - sent
+        await _wait_jobs(self.runtime, [job_id])
+        self.single_ids.append(job_id)
+        return latency
+
+    async def steps(self) -> str:
+        """The singles' median from the row's creation to its claim, and from claim to end."""
+        async with self.runtime.sessionmaker() as session:
             rows = (
                 await session.execute(
-                    select(Job.created_at, Job.started_at, Job.finished_at)
-                    .where(Job.id.in_(single_ids))
-                    .order_by(Job.created_at)
+                    select(Job.created_at, Job.started_at, Job.finished_at).where(
+                        Job.id.in_(self.single_ids)
+                    )
                 )
             ).all()
         claim_ms = statistics.median((s - c).total_seconds() * 1000 for c, s, _ in rows)
         run_ms = statistics.median((f - s).total_seconds() * 1000 for _, s, f in rows)
-        print(
-            f"  median: created->claimed {claim_ms:.1f} ms, claimed->finished {run_ms:.1f} ms",
-            flush=True,
-        )
-    finally:
-        await executor.close()
-        await runtime.close()
-    p50, p99 = percentiles(latencies)
-    return {"throughput": throughput, "p50_ms": p50 * 1000, "p99_ms": p99 * 1000, "cpu": cpu}
+        return f"created->claimed {claim_ms:.1f} ms, claimed->finished {run_ms:.1f} ms"
+
+    async def close(self) -> None:
+        await self.waiter.aclose()
+        await self.executor.close()
+        await self.runtime.close()
 
 
 async def _bench_org(session) -> str:
@@ -400,58 +425,101 @@ def main() -> None:
     parser.add_argument(
         "--database",
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        help="A PostgreSQL server (any database on it); a fresh database is made there.",
+        help="A PostgreSQL server (any database on it); fresh databases are made there.",
     )
     args = parser.parse_args()
     log_dir = REPO / "var" / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
     redis.Redis.from_url(BROKER).flushdb()
     server = Settings(database={"url": args.database}).database.url
-    url, name = asyncio.run(fresh_database(server))
-    results = {}
+    # One database for each Atelier set-up: two executors never share one in real use (each
+    # would release the other's waiting jobs).
+    databases = [asyncio.run(fresh_database(server)) for _ in range(2)]
     try:
-        results["bare Celery"] = bare_celery(args.jobs, args.singles, args.submitters, log_dir)
-        print("bare Celery", results["bare Celery"], flush=True)
-        redis.Redis.from_url(BROKER).flushdb()
-        env = env_for(url)
+        results = measure(args, [url for url, _ in databases], log_dir)
+    finally:
+        for _, name in databases:
+            asyncio.run(drop_database(server, name))
+    report(args, results)
+
+
+CELERY, LOCAL, BARE = "Atelier, Celery executor", "Atelier, local executor", "bare Celery"
+
+
+def measure(args: argparse.Namespace, urls: list[str], log_dir: Path) -> dict[str, dict]:
+    """Throughput of each set-up in turn, the others idle; then the singles of all three
+    interleaved, so that what the machine is doing meanwhile weighs on each alike."""
+    results: dict[str, dict] = {BARE: {}, CELERY: {}, LOCAL: {}}
+    processes: list[subprocess.Popen] = []
+    try:
+        bare = bare_worker(log_dir)
+        processes.append(bare)
+        results[BARE] = bare_throughput(args.jobs, args.submitters, bare.pid)
+        print(BARE, results[BARE], flush=True)
+        celery_env = env_for(urls[0])
         worker = spawn(
             [sys.executable, "-m", "atelier", "worker", f"--concurrency={WORKERS}"],
-            env,
+            celery_env,
             "ready.",
             log_dir / "atelier-worker.log",
         )
-        try:
-            settings = _settings(env)
-            from atelier.adapters.executors.celery import CeleryExecutor
-
-            results["Atelier, Celery executor"] = asyncio.run(
-                atelier_figures(
-                    settings,
-                    args.jobs,
-                    args.singles,
-                    args.submitters,
-                    CeleryExecutor(settings, app=None),
-                    worker.pid,
-                )
-            )
-            print("Atelier, Celery", results["Atelier, Celery executor"], flush=True)
-        finally:
-            stop(worker)
-        from atelier.adapters.executors.local import LocalExecutor
-
-        os.environ.update(
-            {k: v for k, v in env.items() if k.startswith(("ATELIER_", "PYTHON", "BENCH_"))}
-        )
-        local = _settings(
-            {**env, "ATELIER_JOBS__EXECUTOR": "local", "ATELIER_JOBS__CONCURRENCY": str(WORKERS)}
-        )
-        results["Atelier, local executor"] = asyncio.run(
-            atelier_figures(
-                local, args.jobs, args.singles, args.submitters, LocalExecutor(local), None
-            )
-        )
+        processes.append(worker)
+        asyncio.run(_measure_atelier(args, results, urls, worker.pid))
     finally:
-        asyncio.run(drop_database(server, name))
+        for process in reversed(processes):
+            stop(process)
+        from bench.bare_celery import app
+
+        app.close()
+    return results
+
+
+async def _measure_atelier(
+    args: argparse.Namespace, results: dict[str, dict], urls: list[str], worker: int
+) -> None:
+    from atelier.adapters.executors.celery import CeleryExecutor
+    from atelier.adapters.executors.local import LocalExecutor
+
+    celery_settings = _settings(env_for(urls[0]))
+    local_env = env_for(urls[1]) | {
+        "ATELIER_JOBS__EXECUTOR": "local",
+        "ATELIER_JOBS__CONCURRENCY": str(WORKERS),
+    }
+    # The local pool's processes take their settings from the environment.
+    os.environ.update(
+        {k: v for k, v in local_env.items() if k.startswith(("ATELIER_", "PYTHON", "BENCH_"))}
+    )
+    local_settings = _settings(local_env)
+    celery = Atelier(celery_settings, CeleryExecutor(celery_settings, app=None), worker)
+    local = Atelier(local_settings, LocalExecutor(local_settings), None)
+    try:
+        for label, atelier in ((CELERY, celery), (LOCAL, local)):
+            await atelier.start()
+            results[label] = await atelier.throughput(args.jobs, args.submitters)
+            print(label, results[label], flush=True)
+        r = redis.Redis.from_url(BROKER)
+        singles = [
+            (BARE, lambda: bare_single(r)),
+            (CELERY, celery.single),
+            (LOCAL, local.single),
+        ]
+        latencies: dict[str, list[float]] = {label: [] for label, _ in singles}
+        for round_ in range(args.singles):
+            # Each set-up goes first in turn: none always follows the same one.
+            shift = round_ % len(singles)
+            for label, single in singles[shift:] + singles[:shift]:
+                latencies[label].append(await single())
+        for label, samples in latencies.items():
+            p50, p99 = percentiles(samples)
+            results[label] |= {"p50_ms": p50 * 1000, "p99_ms": p99 * 1000}
+        for label, atelier in ((CELERY, celery), (LOCAL, local)):
+            print(f"  {label}, singles' median: {await atelier.steps()}", flush=True)
+    finally:
+        for atelier in (celery, local):
+            await atelier.close()
+
+
+def report(args: argparse.Namespace, results: dict[str, dict]) -> None:
     print(
         f"# {datetime.now(UTC):%Y-%m-%d}, {platform.node()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {WORKERS} worker processes, PostgreSQL + Redis"
@@ -463,14 +531,13 @@ def main() -> None:
             f"| {label} | {figures['throughput']:.0f} | {figures['p50_ms']:.1f} ms | "
             f"{figures['p99_ms']:.1f} ms |"
         )
-    parts = list(next(iter(results.values()))["cpu"])
+    parts = list(results[BARE]["cpu"])
     print(f"\nCPU per job in the throughput run, ms: | executor | {' | '.join(parts)} |")
     print("|---|" + "---|" * len(parts))
     for label, figures in results.items():
         cells = " | ".join(f"{figures['cpu'][part]:.2f}" for part in parts)
         print(f"| {label} | {cells} |")
-    bare = results["bare Celery"]
-    ours = results["Atelier, Celery executor"]
+    bare, ours = results[BARE], results[CELERY]
     print(
         f"\nAtelier/Celery throughput: {ours['throughput'] / bare['throughput']:.0%} of bare "
         f"Celery (target >= 50%); p50 latency: {ours['p50_ms'] / bare['p50_ms']:.2f}x "
