@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -173,6 +174,8 @@ class Runtime:
                     outcome = await self._execute(kind, ctx, payload, claim)
                 finally:
                     await self._stop_heartbeat(ctx)
+                if kind.is_async and (ctx.expired or ctx.cancel_requested.is_set()):
+                    self._free_cancelled_statements()
         seconds = time.monotonic() - begin
         if releasing is not None:
             await releasing
@@ -288,6 +291,15 @@ class Runtime:
                 return
             if ctx._heartbeat_stopping:
                 return
+
+    def _free_cancelled_statements(self) -> None:
+        """An async handler cancelled inside a statement (its time limit, a cancel request)
+        left that statement unfinished; on SQLite its discarded connection keeps the write lock
+        until the garbage collector frees the statement, and the job's end would wait for it,
+        then fail with "database is locked". Collect now: the run is over, its frames are
+        garbage."""
+        if self.engine.dialect.name == "sqlite":
+            gc.collect()
 
     @staticmethod
     async def _stop_heartbeat(ctx: JobContext) -> None:
