@@ -59,7 +59,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(admin_app, name="admin")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # a long path stays on one line
 
 T = TypeVar("T")
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]

@@ -103,10 +103,13 @@ def test_bad_requests_are_clear_errors(trained, tmp_path):
     assert partial.returncode == 2
     assert "petal length (cm)" in partial.stderr
     assert not (tmp_path / "p.csv").exists()
+    # A path longer than a line: the message is not broken inside it (stderr is no terminal).
+    not_a_model_folder = tmp_path / ("not-a-model-" * 8)
+    not_a_model_folder.mkdir()
     not_a_model = run_cli(
         "automl",
         "predict",
-        str(tmp_path),
+        str(not_a_model_folder),
         str(missing),
         "--out",
         str(tmp_path / "p.csv"),
@@ -114,4 +117,6 @@ def test_bad_requests_are_clear_errors(trained, tmp_path):
         cwd=folder,
     )
     assert not_a_model.returncode == 2
-    assert "model folder" in not_a_model.stderr
+    assert f"No model.skops in {not_a_model_folder}: is this a model folder?" in (
+        not_a_model.stderr
+    )

@@ -19,7 +19,7 @@ from rich.table import Table
 
 app = typer.Typer(help="Train and apply AutoML models on files (no server needed).")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # a long path stays on one line
 
 
 def _read(path: Path) -> Any:
