@@ -34,6 +34,7 @@ from atelier.identity import accounts
 from atelier.jobs import service as job_service
 from atelier.jobs.models import STATUSES, Job
 from atelier.jobs.registry import QUEUES
+from atelier.jobs.schemas import AdminJobRead
 from atelier.ops import migrations
 from atelier.ops.checks import Check, diagnose
 from atelier.settings import Settings, describe_error
@@ -363,6 +364,7 @@ def jobs_list(
     kind: Annotated[str | None, typer.Option(help="A job kind, e.g. system.sleep.")] = None,
     org: Annotated[str | None, typer.Option(help="An organization id.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """The latest jobs of every organization, newest first."""
     settings = load_settings()
@@ -376,6 +378,9 @@ def jobs_list(
             return list(await session.scalars(query))
 
     found = _with_engine(settings, fetch)
+    if as_json:
+        console.print_json(json.dumps([AdminJobRead.of(j).model_dump(mode="json") for j in found]))
+        return
     table = Table(title=f"Jobs ({len(found)} shown)")
     for column in ("id", "organization", "kind", "status", "progress", "attempt", "created"):
         table.add_column(column, overflow="fold")
@@ -392,7 +397,8 @@ def jobs_list(
             f"{job.attempt}/{job.max_attempts}",
             job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    console.print(table)
+    # Through a pipe, Rich would fold the ids at 80 columns: the table takes the width it needs.
+    (console if console.is_terminal else Console(width=1000)).print(table)
 
 
 @jobs_app.command("cancel")
