@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.core.blobs import BlobStore, org_key
@@ -61,6 +62,7 @@ MAX_LOG_LINES = 1000
 MAX_LOG_CHARS = 2000
 MIN_FLUSH_INTERVAL = 0.25
 QUIET_START = 0.25  # seconds a job runs before it gets a heartbeat task
+END_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between the tries of a job's end
 
 
 @dataclass
@@ -182,7 +184,7 @@ class Runtime:
         if ctx.lost:
             log.warning("job_run_lost_its_claim", attempt=claim.attempt)
             return None
-        status = await self._finish(ctx, kind, outcome, seconds)
+        status = await self._end(ctx, kind, outcome, seconds)
         if outcome.hard_exit and self.hard_exit is not None:
             log.error("job_ignored_time_limit", kind=claim.kind, seconds=round(seconds, 1))
             self.hard_exit()
@@ -279,10 +281,12 @@ class Runtime:
             if self.on_heartbeat is not None:
                 self.on_heartbeat()
             ctx._flushing = True  # from here to the end of the write: not to be cancelled
+            reports = ctx.take_reports()
             try:
                 async with self.sessionmaker() as session, transaction(session):
-                    await self._flush(session, ctx)
+                    await self._flush(session, ctx, reports)
             except Exception:  # a missed heartbeat is retried; the sweeper allows for several
+                ctx.give_back(reports)  # written with the next one
                 log.warning("job_heartbeat_failed", exc_info=True)
             finally:
                 ctx._flushing = False
@@ -316,10 +320,11 @@ class Runtime:
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
 
-    async def _flush(self, session: AsyncSession, ctx: JobContext) -> None:
-        """Write progress, log lines and a heartbeat; read back a cancellation request."""
+    async def _flush(self, session: AsyncSession, ctx: JobContext, reports: Reports) -> None:
+        """Write progress, log lines (`reports`, taken from `ctx`) and a heartbeat; read back
+        a cancellation request."""
         ctx.dirty.clear()
-        fraction, message, lines = ctx.take_reports()
+        fraction, message, lines = reports
         if fraction is None and not lines:
             params = {**ctx.fence_params(), "p_now": self.clock.now()}
             beat = (await session.execute(sql.HEARTBEAT, params)).one_or_none()
@@ -360,6 +365,23 @@ class Runtime:
 
     # ---- finish --------------------------------------------------------------------------
 
+    async def _end(
+        self, ctx: JobContext, kind: JobKind | None, outcome: Outcome, seconds: float
+    ) -> str | None:
+        """Write the job's end, trying again after a transient database failure (a write lock
+        held past the busy timeout, a restarted server): a blip must not cost the handler's
+        work, which the sweeper would otherwise run again. Each try is fenced by the attempt
+        and atomic, so one that committed but lost its reply makes the next find nothing."""
+        for delay in (*END_RETRY_DELAYS, None):
+            try:
+                return await self._finish(ctx, kind, outcome, seconds)
+            except Exception as exc:
+                if delay is None or not _transient(exc):
+                    raise
+                log.warning("job_end_retried", kind=ctx.kind, error=repr(exc)[:300], after=delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
     async def _finish(
         self, ctx: JobContext, kind: JobKind | None, outcome: Outcome, seconds: float
     ) -> str | None:
@@ -389,24 +411,30 @@ class Runtime:
             if done[0] or outcome.status == QUEUED:
                 await self._release(None)
         else:
-            async with self.sessionmaker() as session, transaction(session):
-                if ctx.has_reports():
-                    await self._flush(session, ctx)
-                    if ctx.lost:
+            reports = ctx.take_reports()
+            try:
+                async with self.sessionmaker() as session, transaction(session):
+                    if not reports.empty:
+                        await self._flush(session, ctx, reports)
+                        if ctx.lost:
+                            return None
+                    done = (await session.execute(statement, params)).one_or_none()
+                    if done is None:
+                        ctx.lost = True
                         return None
-                done = (await session.execute(statement, params)).one_or_none()
-                if done is None:
-                    ctx.lost = True
-                    return None
-                if metered > 0:
-                    await plans.record(
-                        session, ctx.org_id, "compute_seconds", metered, clock=self.clock
-                    )
-                # Ending freed a slot of the organization's concurrent-jobs limit (or a retry
-                # waits): release the organization's waiting jobs, if any. (PostgreSQL
-                # evaluates the EXISTS before this row changed: a retry asks itself.)
-                if done[0] or outcome.status == QUEUED:
-                    await self.dispatcher.release(session)
+                    if metered > 0:
+                        await plans.record(
+                            session, ctx.org_id, "compute_seconds", metered, clock=self.clock
+                        )
+                    # Ending freed a slot of the organization's concurrent-jobs limit (or a
+                    # retry waits): release the organization's waiting jobs, if any.
+                    # (PostgreSQL evaluates the EXISTS before this row changed: a retry asks
+                    # itself.)
+                    if done[0] or outcome.status == QUEUED:
+                        await self.dispatcher.release(session)
+            except BaseException:
+                ctx.give_back(reports)  # for the next try
+                raise
         if outcome.status == QUEUED:
             log.info("job_retry_scheduled", kind=ctx.kind, attempt=ctx.attempt)
         else:
@@ -451,6 +479,26 @@ class Claim:
     created_by: str | None
     release_after: bool = False
     look_again: bool = False
+
+
+class Reports(NamedTuple):
+    """What a handler reported since the last write: its latest progress and its log lines."""
+
+    fraction: float | None
+    message: str | None
+    lines: list[tuple[datetime, str, str]]
+
+    @property
+    def empty(self) -> bool:
+        return self.fraction is None and not self.lines
+
+
+def _transient(exc: BaseException) -> bool:
+    """A database failure that may pass: the server or the connection, a lock, a timeout; not
+    a statement the database refuses (a constraint, a type)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -564,12 +612,21 @@ class JobContext:
         with self._lock:
             return self._progress is not None or bool(self._lines)
 
-    def take_reports(self) -> tuple[float | None, str | None, list[tuple[datetime, str, str]]]:
+    def take_reports(self) -> Reports:
+        """The progress and log lines reported since the last take, to be written."""
         with self._lock:
             progress, self._progress = self._progress, None
             lines, self._lines = self._lines, []
         fraction, message = progress if progress else (None, None)
-        return fraction, message, lines
+        return Reports(fraction, message, lines)
+
+    def give_back(self, reports: Reports) -> None:
+        """Reports whose write failed: written with the next, in their order (a newer
+        progress wins)."""
+        with self._lock:
+            if self._progress is None and reports.fraction is not None:
+                self._progress = (reports.fraction, reports.message)
+            self._lines[:0] = reports.lines
 
     def _wake(self) -> None:
         try:
