@@ -372,15 +372,15 @@ class Runtime:
         held past the busy timeout, a restarted server): a blip must not cost the handler's
         work, which the sweeper would otherwise run again. Each try is fenced by the attempt
         and atomic, so one that committed but lost its reply makes the next find nothing."""
-        for delay in (*END_RETRY_DELAYS, None):
+        for delay in END_RETRY_DELAYS:
             try:
                 return await self._finish(ctx, kind, outcome, seconds)
             except Exception as exc:
-                if delay is None or not _transient(exc):
+                if not _transient(exc):
                     raise
                 log.warning("job_end_retried", kind=ctx.kind, error=repr(exc)[:300], after=delay)
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await self._finish(ctx, kind, outcome, seconds)  # the last try
 
     async def _finish(
         self, ctx: JobContext, kind: JobKind | None, outcome: Outcome, seconds: float
