@@ -70,6 +70,9 @@ def test_doctor_table_for_people(tmp_path, fresh_env):
     assert result.returncode == 0
     for name in ("config", "database", "migrations", "storage", "broker", "secrets"):
         assert name in result.stdout
+    # Through a pipe the table is as wide as it needs: a path stays whole on its row.
+    storage = next(line for line in result.stdout.splitlines() if "storage" in line)
+    assert f"{tmp_path / 'blobs'} is writable" in storage
 
 
 def test_doctor_fails_when_migrations_are_missing(tmp_path, fresh_env):

@@ -224,6 +224,12 @@ def doctor(
     raise typer.Exit(1 if failed else 0)
 
 
+def _print_table(table: Table) -> None:
+    """On a terminal, fitted to its width; through a pipe (where Rich would fold at 80 columns,
+    breaking ids and paths across lines) as wide as the table needs."""
+    (console if console.is_terminal else Console(width=1000)).print(table)
+
+
 def _print_checks(checks: list[Check]) -> None:
     table = Table(title="Atelier doctor")
     table.add_column("check")
@@ -233,7 +239,7 @@ def _print_checks(checks: list[Check]) -> None:
     for check in checks:
         detail = "\n".join(check.problems) if check.problems else check.detail
         table.add_row(check.name, style[check.status], detail)
-    console.print(table)
+    _print_table(table)
 
 
 ADMIN_PASSWORD_ENV = "ATELIER_ADMIN_PASSWORD"  # noqa: S105 - a variable name
@@ -397,8 +403,7 @@ def jobs_list(
             f"{job.attempt}/{job.max_attempts}",
             job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    # Through a pipe, Rich would fold the ids at 80 columns: the table takes the width it needs.
-    (console if console.is_terminal else Console(width=1000)).print(table)
+    _print_table(table)
 
 
 @jobs_app.command("cancel")
