@@ -21,6 +21,7 @@ from atelier.adapters.blobs.s3 import S3BlobStore
 from atelier.core.blobs import BlobTooLarge, org_key
 from atelier.core.clock import FixedClock
 from atelier.core.errors import InvalidInput, NotFound
+from atelier.ops.checks import check_storage
 from atelier.settings import StorageSettings
 
 pytestmark = pytest.mark.backend_independent
@@ -385,6 +386,8 @@ async def test_probe_fails_when_the_bucket_is_missing(endpoint, clock):
     )
     with pytest.raises(ClientError, match="NoSuchBucket"):
         await store.probe()
+    check = await check_storage(store)  # what readiness and `atelier doctor` say
+    assert (check.status, check.detail) == ("fail", "bucket atelier-never-created: NoSuchBucket")
     assert await store.ensure_bucket() is True
     assert await store.ensure_bucket() is False
     await store.probe()
