@@ -25,6 +25,7 @@ from tests.identity.oidc_fixtures import (  # noqa: F401 - fixtures: a real Open
     fixture_oidc_provider,
     fixture_oidc_provider_post,
 )
+from tests.s3_fixtures import fixture_s3_client, fixture_s3_endpoint  # noqa: F401 - fixtures
 
 TEST_SECRET = "t3st-only-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 

@@ -3,17 +3,12 @@ isolated by prefix, with presigned download links fetched over HTTP."""
 
 import asyncio
 import hashlib
-import logging
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from atelier.adapters.blobs import create_blob_store
 from atelier.adapters.blobs.local import LocalBlobStore
@@ -31,23 +26,13 @@ MIB = 1024 * 1024
 PART = 5 * MIB  # the smallest threshold S3 allows, so the multipart tests stay small
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def clock():
     return FixedClock(NOW)
 
 
 @pytest.fixture
-def make_store(endpoint, clock):
+def make_store(s3_endpoint, clock):
     """An S3 store on its own new bucket (or on `bucket`), with keyword overrides."""
     bucket = f"atelier-{uuid.uuid4().hex[:12]}"
 
@@ -55,7 +40,7 @@ def make_store(endpoint, clock):
         values = {
             "bucket": bucket,
             "clock": clock,
-            "endpoint_url": endpoint,
+            "endpoint_url": s3_endpoint,
             "access_key_id": "testing",
             "secret_access_key": "testing",
             "path_style": True,
@@ -73,19 +58,6 @@ async def store(make_store):
     return await make_store()
 
 
-@pytest.fixture
-def raw(endpoint):
-    """A plain boto3 client, to look at the bucket behind the store's back."""
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-
-
 async def stream(*parts: bytes):
     for part in parts:
         yield part
@@ -100,15 +72,15 @@ async def read(store, key, **kwargs) -> bytes:
     return b"".join([chunk async for chunk in store.get(key, **kwargs)])
 
 
-def objects(raw, bucket: str) -> list[str]:
-    return [item["Key"] for item in raw.list_objects_v2(Bucket=bucket).get("Contents", [])]
+def objects(s3_client, bucket: str) -> list[str]:
+    return [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def pending_uploads(raw, bucket: str) -> list[str]:
-    return [u["Key"] for u in raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+def pending_uploads(s3_client, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
-async def test_put_streams_hashes_and_reads_back(store, raw):
+async def test_put_streams_hashes_and_reads_back(store, s3_client):
     data = [b"a" * 100_000, b"b" * 50_000]
     info = await store.put(
         "orgs/org_a/file.bin", stream(*data), content_type="image/png", max_bytes=1_000_000
@@ -122,7 +94,7 @@ async def test_put_streams_hashes_and_reads_back(store, raw):
     assert await read(store, info.key, start=200_000) == b""
     assert await read(store, info.key, start=10, end=10) == b""
     assert await store.stat(info.key) == info
-    head = raw.head_object(Bucket=store.bucket, Key="orgs/org_a/file.bin")
+    head = s3_client.head_object(Bucket=store.bucket, Key="orgs/org_a/file.bin")
     assert head["Metadata"] == {"sha256": info.sha256}
     assert head["ContentType"] == "image/png"
 
@@ -142,7 +114,7 @@ async def test_a_missing_blob_is_not_found(store):
         await read(store, "orgs/org_a/nothing", start=5, end=5)
 
 
-async def test_a_large_blob_is_sent_in_parts_while_it_streams(store, raw):
+async def test_a_large_blob_is_sent_in_parts_while_it_streams(store, s3_client):
     data = bytes(range(256)) * (11 * MIB // 256)  # 11 MiB: parts of 5, 5 and 1 MiB
     seen_mid_stream = {}
 
@@ -150,12 +122,12 @@ async def test_a_large_blob_is_sent_in_parts_while_it_streams(store, raw):
         async for chunk in chunked(data, 64 * 1024):
             yield chunk
         # Everything is read; two full parts went out while the stream was arriving.
-        uploads = raw.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        uploads = s3_client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
         seen_mid_stream["uploads"] = [u["Key"] for u in uploads]
         seen_mid_stream["parts"] = [
             part["Size"]
             for upload in uploads
-            for part in raw.list_parts(
+            for part in s3_client.list_parts(
                 Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
             ).get("Parts", [])
         ]
@@ -172,18 +144,20 @@ async def test_a_large_blob_is_sent_in_parts_while_it_streams(store, raw):
     assert await store.stat("orgs/org_a/big.bin") == info
     assert hashlib.sha256(await read(store, info.key)).hexdigest() == info.sha256
     assert await read(store, info.key, start=PART - 2, end=PART + 2) == data[PART - 2 : PART + 2]
-    assert raw.head_object(Bucket=store.bucket, Key=info.key, PartNumber=1)["PartsCount"] == 3
-    assert raw.head_object(Bucket=store.bucket, Key=info.key)["ETag"].strip('"').endswith("-3")
-    assert objects(raw, store.bucket) == ["orgs/org_a/big.bin"]  # no staging object left
-    assert pending_uploads(raw, store.bucket) == []
+    assert s3_client.head_object(Bucket=store.bucket, Key=info.key, PartNumber=1)["PartsCount"] == 3
+    assert (
+        s3_client.head_object(Bucket=store.bucket, Key=info.key)["ETag"].strip('"').endswith("-3")
+    )
+    assert objects(s3_client, store.bucket) == ["orgs/org_a/big.bin"]  # no staging object left
+    assert pending_uploads(s3_client, store.bucket) == []
 
 
 @pytest.mark.parametrize(("size", "parts"), [(PART, 0), (PART + 1, 2)])
-async def test_a_blob_goes_in_parts_only_past_the_threshold(store, raw, size, parts):
+async def test_a_blob_goes_in_parts_only_past_the_threshold(store, s3_client, size, parts):
     data = b"z" * size
     info = await store.put("orgs/org_a/edge", chunked(data), content_type="x/y", max_bytes=size)
     assert await read(store, info.key) == data
-    etag = raw.head_object(Bucket=store.bucket, Key=info.key)["ETag"].strip('"')
+    etag = s3_client.head_object(Bucket=store.bucket, Key=info.key)["ETag"].strip('"')
     assert etag.endswith(f"-{parts}") if parts else "-" not in etag
 
 
@@ -192,7 +166,7 @@ async def test_a_blob_goes_in_parts_only_past_the_threshold(store, raw, size, pa
     [((600, 600), 1000), ((3 * MIB, 3 * MIB, 3 * MIB), 7 * MIB)],
     ids=["single-put", "multipart"],
 )
-async def test_a_blob_over_the_limit_leaves_nothing_behind(store, raw, sizes, max_bytes):
+async def test_a_blob_over_the_limit_leaves_nothing_behind(store, s3_client, sizes, max_bytes):
     with pytest.raises(BlobTooLarge):
         await store.put(
             "orgs/org_a/big",
@@ -201,13 +175,13 @@ async def test_a_blob_over_the_limit_leaves_nothing_behind(store, raw, sizes, ma
             max_bytes=max_bytes,
         )
     assert await store.stat("orgs/org_a/big") is None
-    assert objects(raw, store.bucket) == []
-    assert pending_uploads(raw, store.bucket) == []
+    assert objects(s3_client, store.bucket) == []
+    assert pending_uploads(s3_client, store.bucket) == []
 
 
 @pytest.mark.parametrize("before_failing", [3, 7 * MIB], ids=["single-put", "multipart"])
 async def test_a_stream_that_breaks_midway_leaves_nothing_and_keeps_the_old_blob(
-    store, raw, before_failing
+    store, s3_client, before_failing
 ):
     await store.put("orgs/org_a/doc", stream(b"old"), content_type="text/plain", max_bytes=100)
 
@@ -218,11 +192,11 @@ async def test_a_stream_that_breaks_midway_leaves_nothing_and_keeps_the_old_blob
     with pytest.raises(ConnectionError):
         await store.put("orgs/org_a/doc", broken(), content_type="text/plain", max_bytes=10 * MIB)
     assert await read(store, "orgs/org_a/doc") == b"old"
-    assert objects(raw, store.bucket) == ["orgs/org_a/doc"]
-    assert pending_uploads(raw, store.bucket) == []
+    assert objects(s3_client, store.bucket) == ["orgs/org_a/doc"]
+    assert pending_uploads(s3_client, store.bucket) == []
 
 
-async def test_a_cancelled_upload_is_aborted(store, raw):
+async def test_a_cancelled_upload_is_aborted(store, s3_client):
     started = asyncio.Event()
 
     async def endless():
@@ -236,15 +210,15 @@ async def test_a_cancelled_upload_is_aborted(store, raw):
         store.put("orgs/org_a/slow", endless(), content_type="x/y", max_bytes=100 * MIB)
     )
     await started.wait()
-    assert len(pending_uploads(raw, store.bucket)) == 1
+    assert len(pending_uploads(s3_client, store.bucket)) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert pending_uploads(raw, store.bucket) == []
-    assert objects(raw, store.bucket) == []
+    assert pending_uploads(s3_client, store.bucket) == []
+    assert objects(s3_client, store.bucket) == []
 
 
-async def test_list_pages_through_a_folder_and_delete_is_idempotent(make_store, raw):
+async def test_list_pages_through_a_folder_and_delete_is_idempotent(make_store, s3_client):
     store = await make_store(list_page_size=2)
     for name in ("a", "b", "c", "sub/d", "sub/e"):
         await store.put(
@@ -252,7 +226,7 @@ async def test_list_pages_through_a_folder_and_delete_is_idempotent(make_store, 
         )
     for key in (org_key("org_b", "z"), "orgs/org_ab/not-in-org_a"):
         await store.put(key, stream(b"1"), content_type="text/plain", max_bytes=10)
-    raw.put_object(Bucket=store.bucket, Key=".uploads/leftover", Body=b"staging")
+    s3_client.put_object(Bucket=store.bucket, Key=".uploads/leftover", Body=b"staging")
 
     listed = [info async for info in store.list_keys("orgs/org_a")]
     assert [info.key for info in listed] == [
@@ -277,7 +251,7 @@ async def test_list_pages_through_a_folder_and_delete_is_idempotent(make_store, 
     assert [i.key async for i in store.list_keys("orgs/org_c")] == []
 
 
-async def test_a_prefix_isolates_stores_sharing_a_bucket(make_store, raw):
+async def test_a_prefix_isolates_stores_sharing_a_bucket(make_store, s3_client):
     one = await make_store(prefix="tenant-one")
     two = await make_store(prefix="/tenant-two/")
     await one.put("orgs/o/k", stream(b"one"), content_type="text/plain", max_bytes=10)
@@ -291,7 +265,7 @@ async def test_a_prefix_isolates_stores_sharing_a_bucket(make_store, raw):
     assert [i.key async for i in one.list_keys("")] == ["orgs/o/big", "orgs/o/k"]
     assert [i.key async for i in two.list_keys("orgs")] == ["orgs/o/k"]
     assert await one.stat("orgs/o/big") == big
-    assert sorted(objects(raw, one.bucket)) == [
+    assert sorted(objects(s3_client, one.bucket)) == [
         "tenant-one/orgs/o/big",
         "tenant-one/orgs/o/k",
         "tenant-two/orgs/o/k",
@@ -366,20 +340,20 @@ async def test_unsafe_keys_are_refused_by_every_operation(store, key):
         await store.signed_url(key, expires_in=timedelta(minutes=1))
 
 
-async def test_probe_writes_reads_and_cleans_up_on_both_stores(store, raw, tmp_path, clock):
+async def test_probe_writes_reads_and_cleans_up_on_both_stores(store, s3_client, tmp_path, clock):
     await store.probe()
-    assert objects(raw, store.bucket) == []
+    assert objects(s3_client, store.bucket) == []
 
     local = LocalBlobStore(tmp_path / "blobs", secret="s" * 32, clock=clock)
     await local.probe()
     assert list(local.root.iterdir()) == []
 
 
-async def test_probe_fails_when_the_bucket_is_missing(endpoint, clock):
+async def test_probe_fails_when_the_bucket_is_missing(s3_endpoint, clock):
     store = S3BlobStore(
         bucket="atelier-never-created",
         clock=clock,
-        endpoint_url=endpoint,
+        endpoint_url=s3_endpoint,
         access_key_id="testing",
         secret_access_key="testing",
         path_style=True,
@@ -393,7 +367,7 @@ async def test_probe_fails_when_the_bucket_is_missing(endpoint, clock):
     await store.probe()
 
 
-def test_the_factory_picks_the_configured_backend(tmp_path, clock, endpoint):
+def test_the_factory_picks_the_configured_backend(tmp_path, clock, s3_endpoint):
     local = create_blob_store(
         StorageSettings(root=tmp_path / "blobs"), secret="s" * 32, clock=clock
     )
@@ -402,7 +376,7 @@ def test_the_factory_picks_the_configured_backend(tmp_path, clock, endpoint):
     settings = StorageSettings(
         backend="s3",
         s3_bucket="media",
-        s3_endpoint_url=endpoint,
+        s3_endpoint_url=s3_endpoint,
         s3_region="eu-west-3",
         s3_access_key_id="testing",
         s3_secret_access_key="testing",
@@ -415,15 +389,17 @@ def test_the_factory_picks_the_configured_backend(tmp_path, clock, endpoint):
     assert isinstance(s3, S3BlobStore)
     assert (s3.bucket, s3.region, s3.prefix) == ("media", "eu-west-3", "atelier/")
     assert (s3.storage_class, s3.multipart_threshold) == ("STANDARD_IA", 8 * MIB)
-    assert s3.client.meta.endpoint_url == endpoint
+    assert s3.client.meta.endpoint_url == s3_endpoint
     assert s3.client.meta.config.s3["addressing_style"] == "path"
 
 
-async def test_the_storage_class_is_applied_to_blobs(make_store, raw):
+async def test_the_storage_class_is_applied_to_blobs(make_store, s3_client):
     store = await make_store(storage_class="STANDARD_IA")
     await store.put("orgs/o/small", stream(b"s"), content_type="x/y", max_bytes=PART + 1)
     await store.put(
         "orgs/o/large", chunked(b"l" * (PART + 1)), content_type="x/y", max_bytes=PART + 1
     )
     for key in ("orgs/o/small", "orgs/o/large"):
-        assert raw.head_object(Bucket=store.bucket, Key=key).get("StorageClass") == "STANDARD_IA"
+        assert (
+            s3_client.head_object(Bucket=store.bucket, Key=key).get("StorageClass") == "STANDARD_IA"
+        )

@@ -16,7 +16,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, MultipleResultsFound
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from atelier.core import db
 from atelier.core.db import (
@@ -28,6 +29,7 @@ from atelier.core.db import (
     on_rollback,
     transaction,
 )
+from tests.conftest import free_port
 
 scratch = MetaData()
 notes = Table(
@@ -382,3 +384,37 @@ async def test_only_connections_idle_for_a_while_are_pinged(own_engine, monkeypa
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
     assert len(pings) == 1
+
+
+# ---- which failures are worth another try ---------------------------------------------------
+
+
+@pytest.mark.backend_independent
+async def test_transient_failures_are_told_from_refused_statements(tmp_path):
+    """Real failures: a lock held past the busy timeout and a server that refuses the
+    connection pass; a broken constraint does not."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'faults.db'}", connect_timeout=0.1)
+    async with engine.begin() as connection:
+        await connection.run_sync(scratch.create_all)
+    maker = create_sessionmaker(engine)
+    try:
+        async with maker() as holder, transaction(holder):
+            await holder.execute(notes.insert().values(id=1, body="held"))
+            with pytest.raises(OperationalError, match="database is locked") as locked:
+                async with maker() as other, transaction(other):
+                    await other.execute(notes.insert().values(body="waits"))
+        with pytest.raises(IntegrityError) as duplicate:
+            async with maker() as session, transaction(session):
+                await session.execute(notes.insert().values(id=1, body="again"))
+    finally:
+        await engine.dispose()
+    nowhere = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    with pytest.raises(Exception) as refused:
+        await db.ping(nowhere)
+    await nowhere.dispose()
+
+    assert db.is_transient(locked.value) is True
+    assert db.is_transient(refused.value) is True
+    assert db.is_transient(PoolTimeout("QueuePool limit reached")) is True
+    assert db.is_transient(duplicate.value) is False
+    assert db.is_transient(ValueError("not the database")) is False

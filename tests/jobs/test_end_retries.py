@@ -26,43 +26,50 @@ pytestmark = pytest.mark.backend_independent
 
 BUSY_TIMEOUT = 1.0  # seconds a writer waits for the lock before "database is locked"
 database: dict[str, str] = {}  # the test database's file, for the handlers
+logged: dict[str, list[dict]] = {"entries": []}  # what the runtime logs in the running test
 
 
 class Nothing(BaseModel):
     pass
 
 
-def hold_write_lock(seconds: float) -> None:
-    """Another process's writer: takes the write lock now, keeps it `seconds`, in a thread."""
+def hold_write_lock_until(event: str) -> threading.Thread:
+    """Another process's writer: takes the write lock now and keeps it until the runtime has
+    logged `event` (at most 10 s), in a thread. Returns once the lock is held."""
     held = threading.Event()
 
     def hold() -> None:
         connection = sqlite3.connect(database["path"], isolation_level=None)
         connection.execute("BEGIN IMMEDIATE")
         held.set()
-        time.sleep(seconds)
+        deadline = time.monotonic() + 10
+        while not any(entry["event"] == event for entry in logged["entries"]):
+            if time.monotonic() > deadline:
+                break  # the test's assertions say what did not happen
+            time.sleep(0.02)
         connection.execute("COMMIT")
         connection.close()
 
-    threading.Thread(target=hold, daemon=True).start()
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     if not held.wait(5):
         raise AssertionError("the lock was not taken")
+    return holder
 
 
 @registry.kind("test.ends_behind_a_held_lock", payload=Nothing, max_attempts=1)
 def ends_behind_a_held_lock(ctx: JobContext, payload: Nothing) -> dict:
     ctx.progress(1.0, "done")
     ctx.log("the work is done")
-    hold_write_lock(2.5 * BUSY_TIMEOUT)  # the end's first try fails on it, after 1 s
+    hold_write_lock_until("job_end_retried")  # the end's first try fails on it
     return {"answer": 42}
 
 
 @registry.kind("test.logs_while_a_heartbeat_fails", payload=Nothing, max_attempts=1)
 def logs_while_a_heartbeat_fails(ctx: JobContext, payload: Nothing) -> dict:
-    time.sleep(0.4)  # the heartbeat has started
-    hold_write_lock(1.6 * BUSY_TIMEOUT)
+    holder = hold_write_lock_until("job_heartbeat_failed")
     ctx.log("written late")  # the heartbeat's write of this line fails on the lock
-    time.sleep(2.4 * BUSY_TIMEOUT)  # the lock goes; the next heartbeat writes
+    holder.join()
     return {"answer": 42}
 
 
@@ -76,16 +83,22 @@ async def engine(tmp_path):
     await engine.dispose()
 
 
+@pytest.fixture
+def logs():
+    with structlog.testing.capture_logs() as entries:
+        logged["entries"] = entries
+        yield entries
+
+
 async def log_lines(engine, job_id: str) -> list[str]:
     async with create_sessionmaker(engine)() as session:
         query = select(JobLogLine.message).where(JobLogLine.job_id == job_id)
         return list(await session.scalars(query.order_by(JobLogLine.id)))
 
 
-async def test_a_job_ends_once_a_lock_held_past_the_busy_timeout_goes(engine, make_settings):
+async def test_a_job_ends_once_a_lock_held_past_the_busy_timeout_goes(engine, make_settings, logs):
     settings = make_settings(jobs={"executor": "local", "heartbeat_seconds": 5})
-    with structlog.testing.capture_logs() as logs:
-        status, job = await run_one(engine, settings, "test.ends_behind_a_held_lock")
+    status, job = await run_one(engine, settings, "test.ends_behind_a_held_lock")
     retries = [entry for entry in logs if entry["event"] == "job_end_retried"]
     assert retries  # the first try did fail on the lock
     assert "database is locked" in retries[0]["error"]
@@ -96,10 +109,9 @@ async def test_a_job_ends_once_a_lock_held_past_the_busy_timeout_goes(engine, ma
     assert await log_lines(engine, job.id) == ["the work is done"]
 
 
-async def test_reports_of_a_failed_heartbeat_are_written_with_the_next(engine, make_settings):
+async def test_reports_of_a_failed_heartbeat_are_written_with_the_next(engine, make_settings, logs):
     settings = make_settings(jobs={"executor": "local", "heartbeat_seconds": 0.05})
-    with structlog.testing.capture_logs() as logs:
-        status, job = await run_one(engine, settings, "test.logs_while_a_heartbeat_fails")
+    status, job = await run_one(engine, settings, "test.logs_while_a_heartbeat_fails")
     assert any(entry["event"] == "job_heartbeat_failed" for entry in logs)
     assert status == "succeeded"
     assert (job.status, job.attempt) == ("succeeded", 1)

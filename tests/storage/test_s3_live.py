@@ -2,14 +2,10 @@
 nothing else, stores an upload in the bucket (moto's S3 server on loopback, speaking the real
 protocol), hands out a presigned download link, and deletes the objects with the dataset."""
 
-import logging
 import uuid
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from tests.identity.factories import PASSWORD, unique_email
 
@@ -18,26 +14,9 @@ pytestmark = [pytest.mark.backend_independent, pytest.mark.live]
 CSV = b"city,price\nLyon,310000\nNantes,245000\nLille,198000\n"
 
 
-@pytest.fixture
-def s3_endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_atelier_up_keeps_files_in_the_configured_bucket(start_server, s3_endpoint):
+def test_atelier_up_keeps_files_in_the_configured_bucket(start_server, s3_endpoint, s3_client):
     bucket = f"atelier-{uuid.uuid4().hex[:12]}"
-    raw = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    raw = s3_client
     raw.create_bucket(Bucket=bucket)
     server = start_server(
         "up",

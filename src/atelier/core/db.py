@@ -21,7 +21,14 @@ from typing import Any
 import structlog
 from sqlalchemy import DateTime, Executable, MetaData, Row, event, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, MultipleResultsFound
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    MultipleResultsFound,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -179,6 +186,15 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
     def _on_begin(connection: Any) -> None:
         writer = connection.get_execution_options().get(_WRITER, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database failure that may pass if the work is tried again: the server or the
+    connection (refused, dropped, restarted), a lock held past the busy timeout, no free pooled
+    connection in time; not a statement the database refuses (a constraint, a type)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | PoolTimeout)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

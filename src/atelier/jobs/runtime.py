@@ -26,12 +26,11 @@ from typing import Any, NamedTuple, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from atelier.core.blobs import BlobStore, org_key
 from atelier.core.clock import Clock
-from atelier.core.db import StatementConnection, transaction
+from atelier.core.db import StatementConnection, is_transient, transaction
 from atelier.jobs import metrics
 from atelier.jobs import statements as sql
 from atelier.jobs.dispatch import Dispatcher
@@ -376,7 +375,7 @@ class Runtime:
             try:
                 return await self._finish(ctx, kind, outcome, seconds)
             except Exception as exc:
-                if not _transient(exc):
+                if not is_transient(exc):
                     raise
                 log.warning("job_end_retried", kind=ctx.kind, error=repr(exc)[:300], after=delay)
             await asyncio.sleep(delay)
@@ -491,14 +490,6 @@ class Reports(NamedTuple):
     @property
     def empty(self) -> bool:
         return self.fraction is None and not self.lines
-
-
-def _transient(exc: BaseException) -> bool:
-    """A database failure that may pass: the server or the connection, a lock, a timeout; not
-    a statement the database refuses (a constraint, a type)."""
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, OSError | TimeoutError)
 
 
 @dataclass(frozen=True)
