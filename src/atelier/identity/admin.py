@@ -12,6 +12,7 @@ from atelier.core.db import transaction
 from atelier.core.errors import Conflict, NotFound
 from atelier.core.pagination import Page, PageRequest, paginate
 from atelier.core.principal import Principal
+from atelier.identity import api_keys
 from atelier.identity.models import Membership, Organization, User
 from atelier.plans import service as plans_service
 from atelier.plans.models import Plan, Usage
@@ -42,7 +43,10 @@ async def update_user(
     is_active: bool | None,
     is_superadmin: bool | None,
     info: RequestInfo,
+    clock: Clock,
 ) -> User:
+    """Enable, disable, promote or demote an account. Disabling it revokes every API key it
+    created (access tokens are refused on their next use: each request checks the account)."""
     _require(principal)
     async with transaction(session):
         user = await session.get(User, user_id)
@@ -54,6 +58,16 @@ async def update_user(
         if is_active is not None and is_active != user.is_active:
             changes["is_active"] = [user.is_active, is_active]
             user.is_active = is_active
+            if not is_active:
+                await api_keys.revoke_keys_of(
+                    session,
+                    user.id,
+                    org_id=None,
+                    reason="creator_disabled",
+                    principal=principal,
+                    info=info,
+                    clock=clock,
+                )
         if is_superadmin is not None and is_superadmin != user.is_superadmin:
             changes["is_superadmin"] = [user.is_superadmin, is_superadmin]
             user.is_superadmin = is_superadmin

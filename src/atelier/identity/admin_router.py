@@ -37,6 +37,7 @@ async def admin_update_user(
     principal: Superadmin,
     session: DbSession,
     info: ClientInfo,
+    clock: AppClock,
 ):
     return await admin.update_user(
         session,
@@ -45,6 +46,7 @@ async def admin_update_user(
         is_active=body.is_active,
         is_superadmin=body.is_superadmin,
         info=info,
+        clock=clock,
     )
 
 

@@ -12,6 +12,7 @@ from atelier.core.context import RequestInfo
 from atelier.core.db import transaction
 from atelier.core.errors import Conflict, Forbidden, NotFound
 from atelier.core.principal import Principal, Role, role_at_least
+from atelier.identity import api_keys
 from atelier.identity.models import Membership, Organization, User
 from atelier.plans import service as plans_service
 from atelier.plans.models import Plan
@@ -202,9 +203,10 @@ async def change_role(
 
 
 async def remove_member(
-    session: AsyncSession, principal: Principal, user_id: str, *, info: RequestInfo
+    session: AsyncSession, principal: Principal, user_id: str, *, info: RequestInfo, clock: Clock
 ) -> None:
-    """Admins remove members; anyone may leave. The last owner can do neither."""
+    """Admins remove members; anyone may leave. The last owner can do neither. The API keys the
+    member created in the organization are revoked with the membership."""
     leaving = user_id == principal.user_id
     if not leaving:
         principal.require_role("admin")
@@ -222,6 +224,15 @@ async def remove_member(
             principal=principal,
             target=("user", user_id),
             details={"role": membership.role, "left": leaving},
+        )
+        await api_keys.revoke_keys_of(
+            session,
+            user_id,
+            org_id=principal.org_id,
+            reason="creator_removed",
+            principal=principal,
+            info=info,
+            clock=clock,
         )
 
 

@@ -186,9 +186,9 @@ async def update_member(
 
 @orgs_router.delete("/{org_id}/members/{user_id}", status_code=204, **operation("member", "delete"))
 async def remove_member(
-    user_id: str, principal: OrgPrincipal, session: DbSession, info: ClientInfo
+    user_id: str, principal: OrgPrincipal, session: DbSession, info: ClientInfo, clock: AppClock
 ) -> Response:
-    await orgs.remove_member(session, principal, user_id, info=info)
+    await orgs.remove_member(session, principal, user_id, info=info, clock=clock)
     return Response(status_code=204)
 
 

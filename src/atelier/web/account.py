@@ -117,9 +117,10 @@ async def remove_member(
     request: Request,
     session: DbSession,
     info: ClientInfo,
+    clock: AppClock,
     web_user: auth.SignedInForm,
 ) -> Response:
-    await orgs.remove_member(session, web_user.principal, user_id, info=info)
+    await orgs.remove_member(session, web_user.principal, user_id, info=info, clock=clock)
     return _go("/" if user_id == web_user.user.id else "/settings/members")
 
 
