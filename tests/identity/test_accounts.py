@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from atelier.audit.models import AuditEvent
 from atelier.identity.deps import TOKEN_URL
+from atelier.identity.models import RefreshToken
 from atelier.identity.tokens import ACCESS_TYP, AUDIENCE
 from tests.identity.factories import PASSWORD, make_user, unique_email
 
@@ -168,6 +169,13 @@ async def test_logout_revokes_the_refresh_token(client, db_session):
     assert again.status_code == 401
 
 
+async def sign_in_id(session, user_id: str) -> str:
+    """The sign-in (refresh-token family) a user's token pair belongs to."""
+    return await session.scalar(
+        select(RefreshToken.family_id).where(RefreshToken.user_id == user_id)
+    )
+
+
 def _forge(app, **changes) -> str:
     key = app.state.tokens.keys[0]
     now = datetime.now(UTC)
@@ -175,6 +183,7 @@ def _forge(app, **changes) -> str:
         "iss": "atelier",
         "aud": AUDIENCE,
         "sub": "usr_x",
+        "sid": "fam_x",
         "iat": now,
         "nbf": now,
         "exp": now + timedelta(minutes=5),
@@ -189,6 +198,8 @@ def _forge(app, **changes) -> str:
             algorithm = value
         elif name in ("kid", "typ"):
             headers[name] = value
+        elif value is None:
+            del claims[name]
         else:
             claims[name] = value
     return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
@@ -209,10 +220,12 @@ def _forge(app, **changes) -> str:
         {"typ": "JWT"},
         {"kid": "unknown"},
         {"alg": "HS512"},
+        {"sid": None},
+        {"sid": "fam_another_sign_in"},
     ],
 )
-async def test_forged_or_stale_access_tokens_are_refused(app, client, alice, forgery):
-    changes = {"sub": alice.user.id, **forgery}
+async def test_forged_or_stale_access_tokens_are_refused(app, client, alice, forgery, db_session):
+    changes = {"sub": alice.user.id, "sid": await sign_in_id(db_session, alice.user.id), **forgery}
     token = _forge(app, **changes)
     response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -225,10 +238,9 @@ async def test_alg_none_is_refused(client, alice):
     assert response.status_code == 401
 
 
-async def test_a_well_formed_token_is_accepted(app, client, alice):
-    response = await client.get(
-        "/api/v1/me", headers={"Authorization": f"Bearer {_forge(app, sub=alice.user.id)}"}
-    )
+async def test_a_well_formed_token_is_accepted(app, client, alice, db_session):
+    token = _forge(app, sub=alice.user.id, sid=await sign_in_id(db_session, alice.user.id))
+    response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 
 

@@ -342,6 +342,7 @@ async def issue_pair(
     access, expires = tokens.issue_access_token(
         config.keys[0],
         user_id=user_id,
+        session_id=family_id,
         issuer=config.issuer,
         now=now,
         lifetime=config.access_lifetime,

@@ -1,12 +1,13 @@
 """Turn a bearer credential into a Principal acting in one organization."""
 
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.core.clock import Clock
 from atelier.core.errors import NotFound, Unauthorized
 from atelier.core.principal import ROLE_SCOPES, Principal
 from atelier.identity import api_keys, tokens
-from atelier.identity.models import Membership, User
+from atelier.identity.models import Membership, RefreshToken, User
 from atelier.identity.orgs import memberships_of
 
 
@@ -26,9 +27,15 @@ async def resolve(
             raise NotFound(f"No organization {org_id}")
         return principal
     claims = tokens.read_access_token(credential, config.keys, issuer=config.issuer)
-    user = await session.get(User, claims.user_id)
+    user, signed_in = await _user_and_sign_in(session, claims)
     if user is None or not user.is_active:
         raise Unauthorized("This account no longer exists or is disabled")
+    if not signed_in:
+        raise Unauthorized(
+            "The access token is not valid: its sign-in has ended (signed out, or ended after "
+            "a refresh token was reused)",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     if org_id is None:
         memberships = await memberships_of(session, user.id)
         if not memberships:
@@ -46,3 +53,20 @@ async def resolve(
         scopes=ROLE_SCOPES[role],
         is_superadmin=user.is_superadmin,
     )
+
+
+async def _user_and_sign_in(
+    session: AsyncSession, claims: tokens.AccessClaims
+) -> tuple[User | None, bool]:
+    """The account, and whether the token's sign-in goes on (a refresh token of its family is
+    not revoked), in one statement: the check adds no round trip to the account lookup that
+    every request makes anyway, and needs no cache shared between API processes."""
+    signed_in = exists().where(
+        RefreshToken.family_id == claims.session_id,
+        RefreshToken.user_id == User.id,
+        RefreshToken.revoked_at.is_(None),
+    )
+    found = (
+        await session.execute(select(User, signed_in).where(User.id == claims.user_id))
+    ).first()
+    return (found[0], bool(found[1])) if found else (None, False)

@@ -1,5 +1,9 @@
 """Access tokens (short-lived JWTs, HS256 only) and refresh tokens (opaque, stored hashed).
 
+An access token names its sign-in (`sid`, the refresh-token family): logging out or a detected
+refresh-token reuse ends the sign-in, and its access tokens are refused from the next request on
+(`principals.resolve` reads the sign-in's state in the statement that loads the account).
+
 The signing key is derived from ATELIER_SECRET_KEY, and its id (`kid`) from the key, so a
 rotated secret is recognised by its kid. Only HS256 is accepted: `none`, RS*/ES* (key
 confusion) and anything else are refused before a signature is looked at, and `jku`, `x5u`
@@ -58,18 +62,26 @@ class TokenConfig:
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: str
+    session_id: str  # the sign-in (refresh-token family) the token was issued to
     expires_at: datetime
     token_id: str
 
 
 def issue_access_token(
-    key: SigningKey, *, user_id: str, issuer: str, now: datetime, lifetime: timedelta
+    key: SigningKey,
+    *,
+    user_id: str,
+    session_id: str,
+    issuer: str,
+    now: datetime,
+    lifetime: timedelta,
 ) -> tuple[str, datetime]:
     expires = now + lifetime
     claims = {
         "iss": issuer,
         "aud": AUDIENCE,
         "sub": user_id,
+        "sid": session_id,
         "iat": now,
         "nbf": now,
         "exp": expires,
@@ -99,7 +111,7 @@ def read_access_token(token: str, keys: list[SigningKey], *, issuer: str) -> Acc
             algorithms=[ALGORITHM],
             audience=AUDIENCE,
             issuer=issuer,
-            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]},
         )
     except jwt.ExpiredSignatureError:
         raise _invalid("token expired") from None
@@ -107,6 +119,7 @@ def read_access_token(token: str, keys: list[SigningKey], *, issuer: str) -> Acc
         raise _invalid("invalid token") from None
     return AccessClaims(
         user_id=claims["sub"],
+        session_id=str(claims["sid"]),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         token_id=claims["jti"],
     )
