@@ -1,6 +1,6 @@
 """Turn a bearer credential into a Principal acting in one organization."""
 
-from sqlalchemy import exists, select
+from sqlalchemy import Row, exists, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.core.clock import Clock
@@ -27,7 +27,7 @@ async def resolve(
             raise NotFound(f"No organization {org_id}")
         return principal
     claims = tokens.read_access_token(credential, config.keys, issuer=config.issuer)
-    user, signed_in = await _user_and_sign_in(session, claims)
+    user, signed_in, member_role = await _account(session, claims, org_id) or (None, False, None)
     if user is None or not user.is_active:
         raise Unauthorized("This account no longer exists or is disabled")
     if not signed_in:
@@ -41,11 +41,10 @@ async def resolve(
         if not memberships:
             raise NotFound("You belong to no organization")
         org_id, role = memberships[0].org_id, memberships[0].role
+    elif member_role is None:
+        raise NotFound(f"No organization {org_id}")
     else:
-        membership = await session.get(Membership, (org_id, user.id))
-        if membership is None:
-            raise NotFound(f"No organization {org_id}")
-        role = membership.role
+        role = member_role
     return Principal(
         org_id=org_id,
         role=role,
@@ -55,18 +54,24 @@ async def resolve(
     )
 
 
-async def _user_and_sign_in(
-    session: AsyncSession, claims: tokens.AccessClaims
-) -> tuple[User | None, bool]:
-    """The account, and whether the token's sign-in goes on (a refresh token of its family is
-    not revoked), in one statement: the check adds no round trip to the account lookup that
-    every request makes anyway, and needs no cache shared between API processes."""
+async def _account(
+    session: AsyncSession, claims: tokens.AccessClaims, org_id: str | None
+) -> Row | None:
+    """(user, signed in, role) in one statement: the account; whether the token's sign-in goes
+    on (a refresh token of its family is not revoked); the role in `org_id` (None: not a member,
+    or no `org_id`). One round trip, as the account lookup alone took, and no cache to share
+    between API processes or to invalidate."""
     signed_in = exists().where(
         RefreshToken.family_id == claims.session_id,
         RefreshToken.user_id == User.id,
         RefreshToken.revoked_at.is_(None),
     )
-    found = (
-        await session.execute(select(User, signed_in).where(User.id == claims.user_id))
-    ).first()
-    return (found[0], bool(found[1])) if found else (None, False)
+    role = (
+        select(Membership.role)
+        .where(Membership.org_id == org_id, Membership.user_id == User.id)
+        .scalar_subquery()
+        if org_id is not None
+        else null()
+    )
+    result = await session.execute(select(User, signed_in, role).where(User.id == claims.user_id))
+    return result.first()
