@@ -30,6 +30,7 @@ from atelier.core.clock import SystemClock
 from atelier.core.context import NO_REQUEST
 from atelier.core.db import create_engine, create_sessionmaker
 from atelier.core.errors import AtelierError
+from atelier.core.slow_clients import ReadLimits, http_protocol
 from atelier.identity import accounts
 from atelier.jobs import service as job_service
 from atelier.jobs.models import STATUSES, Job
@@ -127,12 +128,19 @@ def _fresh_multiproc_dir(settings: Settings) -> None:
 
 
 def _serve(target, settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    limits = ReadLimits(
+        header_timeout=settings.http.header_timeout_seconds,
+        body_idle_timeout=settings.http.body_idle_timeout_seconds,
+        body_min_rate=settings.http.body_min_bytes_per_second,
+        body_grace=settings.http.body_grace_seconds,
+    )
     uvicorn.run(
         target,
         factory=isinstance(target, str),
         host=host,
         port=port,
         workers=workers,
+        http=http_protocol(limits),  # type: ignore[arg-type]  # a factory, as uvicorn calls it
         log_config=None,
         access_log=False,
         proxy_headers=True,

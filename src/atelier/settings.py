@@ -336,6 +336,31 @@ class HttpSettings(BaseModel):
         default="127.0.0.1",
         description="Proxies trusted to set X-Forwarded-Proto/For (uvicorn's setting).",
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request's headers must arrive whole within this time (from its first "
+        "byte); else 408 and the connection closes. An idle new connection closes after it too.",
+    )
+    body_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest pause allowed in the middle of a request body; 408 past it.",
+    )
+    body_min_bytes_per_second: int = Field(
+        default=1024,
+        ge=0,
+        description="Slowest average rate a request body may arrive at once "
+        "`body_grace_seconds` have passed; 408 below it. 0: no minimum.",
+    )
+    body_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Time a request body has before `body_min_bytes_per_second` applies.",
+    )
 
     _split = field_validator("cors_origins", "trusted_hosts", mode="before")(_split_list)
 
@@ -358,6 +383,15 @@ class AuthSettings(BaseModel):
         "accounts are made by operators.",
     )
     default_plan: str = Field(default="trial", description="Plan of a new organization.")
+    plan_after_trial: str = Field(
+        default="free", description="Plan an organization moves to when its trial ends."
+    )
+    trial_check_seconds: float = Field(
+        default=600,
+        gt=0,
+        description="How often `identity.expire_trials` moves organizations whose trial has "
+        "ended to `plan_after_trial`.",
+    )
     access_token_minutes: int = Field(
         default=15, ge=1, le=1440, description="Lifetime of an access token (JWT)."
     )
