@@ -1,9 +1,10 @@
 """What an uploaded model file is, decided from its bytes, and what it may be read as.
 
 Two formats are accepted: ONNX (a protobuf graph, run by onnxruntime, which executes no Python)
-and skops (a zip of data that `skops.io` rebuilds only from an allow-list of types). Pickle and
-everything built on it (joblib, cloudpickle, PyTorch's zip of pickles) runs arbitrary code when
-loaded, so such a file is recognised and refused without ever being deserialized.
+and skops (a zip of data that `skops.io` rebuilds only once its schema has passed Atelier's
+exact allow-list, `automl.skops_allowlist`, and only in a child process, `registry.isolated`).
+Pickle and everything built on it (joblib, cloudpickle, PyTorch's zip of pickles) runs arbitrary
+code when loaded, so such a file is recognised and refused without ever being deserialized.
 """
 
 from __future__ import annotations
@@ -120,37 +121,39 @@ def _from_zip(path: Path) -> Detected:
 
 
 def untrusted_skops_types(path: Path) -> list[str]:
-    """The types in a skops file outside Atelier's allow-list (read as data, nothing built)."""
+    """What in a skops file is outside Atelier's allow-list (read as data, nothing built)."""
     from atelier.automl import artifacts
 
     try:
         return artifacts.untrusted_types(path)
-    except (zipfile.BadZipFile, KeyError, ValueError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"The skops file is broken: {exc}") from None
 
 
-def skops_signature(path: Path) -> tuple[str, dict[str, Any]]:
-    """Load a skops file holding only allowed types; its format (ATELIER for an AutoML model,
-    else SKOPS) and signature (inputs, task, classes) as far as the estimator tells."""
+def read_skops(path: Path) -> tuple[Any, str, dict[str, Any]]:
+    """The model in a skops file, built only once its whole schema has passed the allow-list;
+    its format (ATELIER for an AutoML model, else SKOPS) and signature (inputs, task, classes)
+    as far as the estimator tells. Runs in `registry.isolated`'s child process, never in the
+    API process: loading is where a file that got past the list would do harm."""
     from atelier.automl import artifacts
 
     refused = untrusted_skops_types(path)
     if refused:
         raise InvalidInput(
             str(artifacts.UntrustedModel(refused))
-            + ". Atelier loads only scikit-learn, LightGBM and XGBoost estimators; the file was "
-            "not loaded",
+            + ". Atelier loads only listed scikit-learn, LightGBM and XGBoost estimators, and "
+            "no functions; the file was not loaded",
             untrusted_types=refused[:50],
         )
-    import skops.io as sio
-
     try:
-        model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        model = artifacts.load_checked(path)
+    except artifacts.UntrustedModel as exc:
+        raise InvalidInput(str(exc), untrusted_types=exc.types[:50]) from None
     except Exception as exc:  # a file skops cannot rebuild, whatever the library raises
         raise InvalidInput(f"The skops file could not be read: {exc}") from None
     if f"{type(model).__module__}.{type(model).__qualname__}" == ATELIER_MODEL_TYPE:
-        return ATELIER, artifacts.signature_of(model, target=None)
-    return SKOPS, estimator_signature(model)
+        return model, ATELIER, artifacts.signature_of(model, target=None)
+    return model, SKOPS, estimator_signature(model)
 
 
 def estimator_signature(model: Any) -> dict[str, Any]:

@@ -5,8 +5,10 @@ Nothing here unpickles: the model file is read the way Atelier reads it everywhe
 through the allow-list (`automl.artifacts.load`), so an exported folder that was tampered with
 on its way (a hostile `model.skops` put in its place) is refused before a single object is
 built, and an ONNX graph through `registry.onnx.OnnxPredictor`, which refuses tensors stored
-outside the file. `predict` answers a pandas frame with a `prediction` column and, for
-classifiers, one `proba_<class>` column per class, as Atelier's own prediction API does.
+outside the file. An uploaded estimator that Atelier converted to ONNX at upload is served as
+that graph: no Python object is rebuilt from the upload at all. `predict` answers a pandas frame
+with a `prediction` column and, for classifiers, one `proba_<class>` column per class, as
+Atelier's own prediction API does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ def load_version(folder: Path) -> VersionPredictor:
     if kind == "onnx":
         signature = folders.read_json(folder, folders.SIGNATURE_FILE)
         return VersionPredictor(_OnnxOutputs(folder / folders.ONNX_FILE, signature), signature)
+    if kind == "skops" and (folder / folders.ONNX_FILE).is_file():
+        # An uploaded estimator that converted: served as its graph, never rebuilt in Python.
+        signature = folders.read_json(folder, folders.SIGNATURE_FILE)
+        columns = [column["name"] for column in signature.get("inputs") or []]
+        graph = _OnnxOutputs(folder / folders.ONNX_FILE, signature)
+        return VersionPredictor(_ColumnsInOrder(graph, columns), signature)
     model, signature = artifacts.load(folder)  # the allow-list check comes first
     if kind == "atelier":
         if not isinstance(model, AutomlModel):
@@ -113,6 +121,20 @@ class _EstimatorOutputs:
         if classes is None or not callable(getattr(self.estimator, "predict_proba", None)):
             return prediction, None, []
         return prediction, np.asarray(self.estimator.predict_proba(x)), list(classes)
+
+
+class _ColumnsInOrder:
+    """The signature's columns, in its order, as the one matrix a converted estimator takes."""
+
+    def __init__(self, outputs: _OnnxOutputs, columns: list[str]) -> None:
+        self.outputs = outputs
+        self.columns = columns
+
+    def __call__(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, list]:
+        missing = [name for name in self.columns if name not in frame.columns]
+        if missing:
+            raise ValueError(f"missing input columns: {', '.join(missing)}")
+        return self.outputs(frame[self.columns])
 
 
 class _OnnxOutputs:

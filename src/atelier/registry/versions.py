@@ -2,8 +2,10 @@
 
 A version is built whole before anything is kept: its folder (`registry.folders`) is prepared
 in a temporary directory off the event loop (the run's model read back through the allow-list
-and exported to ONNX, or the upload detected, checked and read), and only then are the zip
-and the row stored in one unit of work. A refused file leaves nothing behind (P5, P10).
+and exported to ONNX, or the upload detected; an uploaded skops file is checked, loaded and
+converted to ONNX in a child process, `registry.isolated`, never in the API process), and only
+then are the zip and the row stored in one unit of work. A refused file leaves nothing behind
+(P5, P10).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from atelier.core.principal import Principal
 from atelier.core.uploads import Upload
 from atelier.datasets.service import clean_description
 from atelier.identity import orgs
-from atelier.registry import cards, folders, formats, service
+from atelier.registry import cards, folders, formats, isolated, service
 from atelier.registry.models import ModelVersion, RegisteredModel
 from atelier.settings import Settings
 from atelier.storage import service as storage
@@ -114,8 +116,9 @@ async def upload_version(
 ) -> ModelVersion:
     """A new version of model `name` (created if needed) from an ONNX or skops file.
 
-    Pickle-based files are refused from their first bytes; a skops file holding a type outside
-    the allow-list is refused from its schema; neither is ever deserialized."""
+    Pickle-based files are refused from their first bytes; a skops file holding anything
+    outside the allow-list is refused from its schema; neither is ever deserialized. A skops
+    file that passes is loaded in a child process, and exported to ONNX where it converts."""
     principal.require_role("member")
     name = check_name(name)
     description = clean_description(description)
@@ -137,8 +140,8 @@ async def upload_version(
             "size_bytes": size,
             **_stamp(principal, clock),
         }
-        prepared = await asyncio.to_thread(
-            _prepare_upload, source, work / "version", lineage, digest.hexdigest()
+        prepared = await _prepare_upload(
+            source, work / "version", lineage, digest.hexdigest(), settings
         )
         return await _store_version(
             session,
@@ -185,18 +188,20 @@ def _prepare_run_model(
     )
 
 
-def _prepare_upload(source: Path, folder: Path, lineage: dict[str, Any], digest: str) -> _Prepared:
-    detected = formats.detect(source)
-    folder.mkdir(parents=True)
-    if detected.format == formats.ONNX:
-        from atelier.registry import onnx as onnx_models
-
-        signature = onnx_models.inspect(source.read_bytes())
-        shutil.move(source, folder / folders.ONNX_FILE)
-        model_format = formats.ONNX
-    else:
-        model_format, signature = formats.skops_signature(source)
-        shutil.move(source, folder / folders.SKOPS_FILE)
+async def _prepare_upload(
+    source: Path, folder: Path, lineage: dict[str, Any], digest: str, settings: Settings
+) -> _Prepared:
+    """The upload's folder. A skops file is checked, loaded and converted to ONNX in a child
+    process (`registry.isolated`); the API process only tells the formats apart."""
+    detected, signature = await asyncio.to_thread(_place_upload, source, folder)
+    model_format, exported, note = formats.ONNX, False, None
+    if detected.format != formats.ONNX:
+        read = await isolated.prepare_skops(
+            source, folder, onnx_export=settings.registry.onnx_export
+        )
+        model_format, signature = read["format"], read["signature"]
+        exported, note = read["onnx_export"], read["onnx_note"]
+        await asyncio.to_thread(shutil.move, source, folder / folders.SKOPS_FILE)
     return _Prepared(
         folder=folder,
         format=model_format,
@@ -204,7 +209,22 @@ def _prepare_upload(source: Path, folder: Path, lineage: dict[str, Any], digest:
         lineage={**lineage, "format": model_format, **detected.details},
         metrics={},
         sha256=digest,
+        onnx_export=exported,
+        onnx_note=note,
     )
+
+
+def _place_upload(source: Path, folder: Path) -> tuple[formats.Detected, dict[str, Any]]:
+    """The upload's format; an ONNX graph is checked and moved into the folder at once."""
+    detected = formats.detect(source)
+    folder.mkdir(parents=True)
+    if detected.format != formats.ONNX:
+        return detected, {}
+    from atelier.registry import onnx as onnx_models
+
+    signature = onnx_models.inspect(source.read_bytes())
+    shutil.move(source, folder / folders.ONNX_FILE)
+    return detected, signature
 
 
 async def _store_version(
