@@ -7,12 +7,13 @@ Every process that submits or runs jobs calls `load(settings)`, so all see the s
 import importlib
 
 from atelier.automl import jobs as automl_jobs
+from atelier.identity import jobs as identity_jobs
 from atelier.jobs import periodic as jobs_periodic
 from atelier.jobs.registry import Registry, registry
 from atelier.ops import jobs as ops_jobs
 from atelier.storage import jobs as storage_jobs
 
-DOMAIN_JOBS = (jobs_periodic, ops_jobs, storage_jobs, automl_jobs)
+DOMAIN_JOBS = (jobs_periodic, ops_jobs, identity_jobs, storage_jobs, automl_jobs)
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> Registry:

@@ -163,6 +163,7 @@ async def create_personal_org(
         plan_id=plan.id,
         is_personal=True,
         trial_ends_at=trial_ends,
+        created_by=user.id,
     )
     session.add(org)
     await session.flush()

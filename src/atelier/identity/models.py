@@ -37,6 +37,9 @@ class Organization(Base):
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
     is_personal: Mapped[bool] = mapped_column(Boolean, default=False)
     trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who created it, by id only (no foreign key: migration 0014 explains): it keeps counting
+    # against its creator's organization limit after they hand ownership over.
+    created_by: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 

@@ -3,12 +3,12 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atelier.audit import service as audit
 from atelier.core.clock import Clock
-from atelier.core.context import RequestInfo
+from atelier.core.context import NO_REQUEST, RequestInfo
 from atelier.core.db import transaction
 from atelier.core.errors import Conflict, Forbidden, NotFound
 from atelier.core.principal import Principal, Role, role_at_least
@@ -71,15 +71,30 @@ async def organizations_of(session: AsyncSession, principal: Principal) -> list[
 
 
 async def create_org(
-    session: AsyncSession, principal: Principal, *, name: str, plan_id: str, info: RequestInfo
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    plan_id: str,
+    info: RequestInfo,
+    clock: Clock,
 ) -> Organization:
-    """A new organization with the calling user as its owner."""
+    """A new organization with the calling user as its owner, its trial (if the plan is one)
+    ending `trial_days` from now; 402 past the user's organization limit (superadmins have
+    none)."""
     if principal.user_id is None:
         raise Forbidden("Organizations are created by people, not by API keys")
     user_id = principal.user_id
     async with transaction(session):
         plan = await plans_service.get_plan(session, plan_id)
-        org = Organization(name=name, plan_id=plan.id)
+        if not principal.is_superadmin:
+            await _require_room_for_another_org(session, user_id, plan)
+        org = Organization(
+            name=name,
+            plan_id=plan.id,
+            created_by=user_id,
+            trial_ends_at=plans_service.trial_end(plan, clock=clock),
+        )
         session.add(org)
         await session.flush()
         session.add(Membership(org_id=org.id, user_id=user_id, role="owner"))
@@ -90,9 +105,99 @@ async def create_org(
             org_id=org.id,
             user_id=user_id,
             target=("org", org.id),
-            details={"name": name},
+            details={"name": name, "plan": plan.id},
         )
     return org
+
+
+async def _require_room_for_another_org(session: AsyncSession, user_id: str, plan: Plan) -> None:
+    """402 when the user already owns or created as many organizations as the plans of those
+    they own allow (owning none: as many as `plan`, the new one's, allows).
+
+    Organizations the user created count even once handed over, so making someone else owner
+    and leaving frees no place. The user's row is locked first (PostgreSQL; SQLite's writers
+    queue anyway), so two concurrent requests cannot both take the last place.
+    """
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    owned = select(Membership.org_id).where(
+        Membership.user_id == user_id, Membership.role == "owner"
+    )
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Organization)
+        .where(or_(Organization.created_by == user_id, Organization.id.in_(owned)))
+    )
+    plans = list(
+        await session.scalars(
+            select(Plan)
+            .join(Organization, Organization.plan_id == Plan.id)
+            .where(Organization.id.in_(owned))
+        )
+    )
+    plans_service.check_orgs_owned(plans or [plan], current=count or 0)
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    plan: Plan
+    trial_ends_at: datetime | None
+    trial_days_left: int | None  # None: not on a trial plan; 0: the trial has ended
+
+
+async def plan_status(session: AsyncSession, principal: Principal, *, clock: Clock) -> PlanStatus:
+    """The organization's plan and what is left of its trial, for any member."""
+    org = await get_org(session, principal)
+    plan = await plans_service.get_plan(session, org.plan_id)
+    left = plans_service.trial_days_left(plan, org.trial_ends_at, clock=clock)
+    return PlanStatus(plan, org.trial_ends_at, left)
+
+
+async def expire_trials(
+    session: AsyncSession, *, plan_after_trial: str, clock: Clock, batch: int = 500
+) -> int:
+    """Move every organization whose trial has ended to `plan_after_trial`, one audit event
+    (`org.trial_expired`) each; returns how many moved. Running it again moves nothing more.
+
+    An organization on a trial plan (one with `trial_days`) whose `trial_ends_at` has passed
+    is expired; `trial_ends_at` stays, saying when. Rows another transaction holds are left
+    for the next run rather than waited for.
+    """
+    moved = 0
+    while True:
+        async with transaction(session):
+            after = await plans_service.get_plan(session, plan_after_trial)
+            ended = list(
+                await session.scalars(
+                    select(Organization)
+                    .join(Plan, Plan.id == Organization.plan_id)
+                    .where(
+                        Plan.trial_days.is_not(None),
+                        Organization.trial_ends_at <= clock.now(),
+                        Organization.plan_id != after.id,
+                    )
+                    .order_by(Organization.trial_ends_at, Organization.id)
+                    .limit(batch)
+                    .with_for_update(of=Organization, skip_locked=True)
+                )
+            )
+            for org in ended:
+                old = org.plan_id
+                org.plan_id = after.id
+                await audit.record(
+                    session,
+                    "org.trial_expired",
+                    info=NO_REQUEST,
+                    org_id=org.id,
+                    target=("org", org.id),
+                    details={
+                        "from": old,
+                        "to": after.id,
+                        "trial_ended_at": org.trial_ends_at.isoformat(),
+                    },
+                )
+        moved += len(ended)
+        if len(ended) < batch:
+            return moved
 
 
 async def rename_org(

@@ -143,6 +143,7 @@ async def create_org(
     request: Request,
     session: DbSession,
     info: ClientInfo,
+    clock: AppClock,
 ):
     return await orgs.create_org(
         session,
@@ -150,6 +151,7 @@ async def create_org(
         name=body.name,
         plan_id=request.app.state.settings.auth.default_plan,
         info=info,
+        clock=clock,
     )
 
 

@@ -26,6 +26,9 @@ class Plan(Base):
     job_priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Jobs an organization may keep waiting for a slot; more are refused with 429.
     max_waiting_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Organizations a user may own (or have created) while owning one on this plan; a user's
+    # limit is the highest among their organizations' plans.
+    max_orgs_owned: Mapped[int | None] = mapped_column(Integer)
 
 
 class Usage(Base):

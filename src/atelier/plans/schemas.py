@@ -19,6 +19,7 @@ class PlanRead(BaseModel):
     monthly_predictions: Limit
     api_requests_per_minute: Limit
     trial_days: Limit
+    max_orgs_owned: Limit
 
 
 class PlanUpdate(BaseModel):
@@ -36,6 +37,7 @@ class PlanUpdate(BaseModel):
     monthly_predictions: Limit = Field(default=None, ge=0)
     api_requests_per_minute: Limit = Field(default=None, ge=1)
     trial_days: Limit = Field(default=None, ge=1, le=365)
+    max_orgs_owned: Limit = Field(default=None, ge=1)
 
 
 class UsageRowRead(BaseModel):

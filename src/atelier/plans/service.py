@@ -1,6 +1,9 @@
 """Plan limits and usage metering."""
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -91,6 +94,40 @@ def check_gauge(plan: Plan, limit_name: str, *, current: int, adding: int = 1) -
             limit=limit,
             used=current,
         )
+
+
+def orgs_owned_limit(plans: Sequence[Plan]) -> int | None:
+    """A user's limit on organizations: the highest `max_orgs_owned` among the plans of the
+    organizations they own (None: unlimited)."""
+    limits = [plan.max_orgs_owned for plan in plans]
+    return None if None in limits else max(limits, default=0)
+
+
+def check_orgs_owned(plans: Sequence[Plan], *, current: int) -> None:
+    """Refuse (402, meter `orgs_owned`) one more organization past the user's limit."""
+    limit = orgs_owned_limit(plans)
+    if limit is not None and current + 1 > limit:
+        raise QuotaExceeded(
+            f"Your plan allows owning {limit} organization{'s' if limit != 1 else ''}; "
+            f"you own or created {current}",
+            meter="orgs_owned",
+            limit=limit,
+            used=current,
+        )
+
+
+def trial_end(plan: Plan, *, clock: Clock) -> datetime | None:
+    """When a trial of `plan` starting now ends (None: the plan is no trial)."""
+    return clock.now() + timedelta(days=plan.trial_days) if plan.trial_days else None
+
+
+def trial_days_left(plan: Plan, trial_ends_at: datetime | None, *, clock: Clock) -> int | None:
+    """Whole days left of a trial, a part day counting as one; 0 once it has ended, None when
+    the plan is no trial."""
+    if plan.trial_days is None or trial_ends_at is None:
+        return None
+    left = (trial_ends_at - clock.now()) / timedelta(days=1)
+    return max(0, math.ceil(left))
 
 
 async def record(

@@ -59,6 +59,7 @@ async def _members_page(
         else [],
         "is_admin": is_admin,
         "roles": ROLES if principal.role == "owner" else ROLES[:-1],
+        "plan_status": await orgs.plan_status(session, principal, clock=clock),
         **extra,
     }
     return await _render(request, session, web_user, "members.html", context)
@@ -126,7 +127,12 @@ async def remove_member(
 
 @router.post("/settings/members/orgs")
 async def create_org(
-    request: Request, session: DbSession, info: ClientInfo, name: Name, web_user: auth.SignedInForm
+    request: Request,
+    session: DbSession,
+    info: ClientInfo,
+    clock: AppClock,
+    name: Name,
+    web_user: auth.SignedInForm,
 ) -> Response:
     """A new organization, owned by the user, who switches to it."""
     org = await orgs.create_org(
@@ -135,6 +141,7 @@ async def create_org(
         name=name.strip(),
         plan_id=request.app.state.settings.auth.default_plan,
         info=info,
+        clock=clock,
     )
     await web_sessions.choose_org(session, web_user, org.id)
     return _go("/settings/members")
