@@ -1,4 +1,4 @@
-"""Model folders: saved with skops, loaded only when every type in the file is allowed."""
+"""Model folders: saved with skops, loaded only when everything in the file is allowed."""
 
 import json
 import operator
@@ -60,8 +60,8 @@ def test_a_model_folder_round_trips(tmp_path, iris_model):
 
 
 def test_a_file_with_a_function_inside_is_refused_before_anything_is_built(tmp_path):
-    """Only scikit-learn's own functions may be referred to (HistGradientBoosting keeps one in a
-    FunctionTransformer); any other would run at prediction time."""
+    """No function may be referred to (but the check_array partial HistGradientBoosting keeps
+    in a FunctionTransformer): a transformer's function runs at prediction time."""
     x, y = load_iris(return_X_y=True)
     hostile = make_pipeline(FunctionTransformer(np.exp), LogisticRegression(max_iter=200))
     hostile.fit(x, y)
@@ -80,7 +80,7 @@ def test_a_folder_without_a_model_says_so(tmp_path):
         artifacts.load(tmp_path)
 
 
-def test_scikit_learns_own_function_references_are_allowed(tmp_path):
+def test_histgradientboostings_check_array_partial_is_allowed(tmp_path):
     x, y = load_iris(return_X_y=True)
     frame = pd.DataFrame(x[:, :2], columns=["a", "b"]).assign(
         c=pd.Categorical(np.where(y == 0, "x", "y"))
