@@ -539,6 +539,7 @@ def test_errors_are_problem_documents_of_the_declared_kinds() -> None:
         "too-many-rows": 422,
         "too-many-columns": 422,
         "unsupported-column-type": 422,
+        "undecodable-text": 422,
     }
 
 

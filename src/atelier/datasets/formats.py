@@ -7,8 +7,19 @@ The format is recognised from the content alone (an upload has no trustworthy na
   refused); only the first sheet is read, and its name is reported;
 - JSON: an array of records (`[{...}, ...]`) or JSON Lines (one object per line); JSON must be
   UTF-8;
-- anything else that looks like text: delimited text (`,` `;` tab `|`), in UTF-8, UTF-16 (with a
-  byte-order mark), cp1252 or latin-1.
+- anything else that looks like text: delimited text (`,` `;` tab `|`, any line ending), in the
+  encoding `encodings.detect` finds from the whole file (UTF-8, UTF-16 with a byte-order mark,
+  cp1252, latin-1 or a legacy encoding of another script); a file mixing UTF-8 with another
+  encoding is refused at its first undecodable line.
+
+The one use of the file's name: a file named `.json`, `.jsonl` or `.ndjson` whose text is not
+JSON is refused as malformed JSON, never read as delimited text (a binary format is still
+recognised by its magic number). JSON with comments is refused whatever its name.
+
+JSON is parsed within the bounds of `json_bounds`: values nest at most 32 levels, integers
+have at most 38 digits (those past 64 bits are kept as text, nested ones too), and the NUL
+character is refused. Library failures, polars' panics included (a `BaseException`), are
+caught where polars is called.
 
 Parsing is done by pyarrow (CSV, Parquet) and polars (JSON, XLSX through calamine), never row
 by row in Python; only a probe of the first `PROBE_BYTES` is read into Python to decide how.
@@ -30,7 +41,6 @@ import codecs
 import collections
 import csv
 import io
-import json
 import pathlib
 import re
 import zipfile
@@ -46,6 +56,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from atelier.core.errors import AtelierError, InvalidInput, UnsupportedMediaType
+from atelier.datasets import encodings, json_bounds
 
 PROBE_BYTES = 64 * 1024
 MAX_NAME_CHARS = 200
@@ -69,6 +80,10 @@ _NAME_JUNK = re.compile(
     r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
 )
 _WHITESPACE_ONLY = re.compile(r"\s*")
+_JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+_LEADING_COMMENTS = re.compile(r"(?:\s*(?://[^\r\n]*|/\*.*?\*/))+\s*", re.DOTALL)
+# What polars raises, including its Rust panics: PanicException is a BaseException.
+_POLARS_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
 _ENCRYPTED = 0x1  # zip general-purpose flag bit 0
 
 
@@ -148,11 +163,16 @@ class UnsupportedColumnType(DatasetFileError, InvalidInput):
     status, slug, title = 422, "unsupported-column-type", "Unsupported column type"
 
 
+class UndecodableText(DatasetFileError, InvalidInput):
+    status, slug, title = 422, "undecodable-text", "Text in more than one encoding"
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 
-def read_table(path: pathlib.Path, limits: Limits) -> Parsed:
-    """Detect the format of the file at `path` from its content and parse it whole.
+def read_table(path: pathlib.Path, limits: Limits, *, name: str = "") -> Parsed:
+    """Detect the format of the file at `path` from its content and parse it whole; `name`,
+    the file's name as uploaded, only makes a `.json` that is not JSON an error.
 
     `details` always has `renamed` ({new: original} column names) and `json_encoded` (columns
     whose nested values became JSON text), and by format: `delimiter`, `quote`, `encoding`,
@@ -189,7 +209,7 @@ def read_table(path: pathlib.Path, limits: Limits) -> Parsed:
     if head.startswith(_GZIP_MAGIC):
         raise UnrecognizedFormat("This is a compressed (gzip) file; upload it uncompressed.")
 
-    probe = _decode_probe(head, whole=whole)
+    probe = _text_probe(path, head, whole=whole)
     if whole and _WHITESPACE_ONLY.fullmatch(probe.text):
         raise EmptyFile("The file holds only whitespace.")
     start = probe.text.lstrip()
@@ -198,7 +218,23 @@ def read_table(path: pathlib.Path, limits: Limits) -> Parsed:
         return _read_json_array(path, probe, limits)
     if start.startswith("{") and start[1:].lstrip()[:1] in ('"', "}", ""):
         return _read_json_lines(path, probe, limits)
+    _refuse_json_lookalike(start, name)
     return _read_delimited(path, probe, limits, whole=whole)
+
+
+def _refuse_json_lookalike(start: str, name: str) -> None:
+    """JSON with comments, or text named as JSON, is broken JSON, not a one-column table."""
+    comments = _LEADING_COMMENTS.match(start)
+    if comments and start[comments.end() :][:1] in ("[", "{"):
+        raise MalformedJson(
+            "The file is JSON with comments (// or /* */), which JSON does not allow; remove "
+            "the comments."
+        )
+    if pathlib.PurePath(name).suffix.lower() in _JSON_SUFFIXES:
+        raise MalformedJson(
+            f"The file is named {name!r} but is not JSON: it starts with {start[:40]!r}. "
+            "Upload an array of records or JSON Lines, or name a delimited text file .csv."
+        )
 
 
 def _is_word_start(char: str) -> bool:
@@ -214,6 +250,31 @@ class _Probe:
     codec: str  # what the whole file is decoded with
     encoding: str  # what is reported
     bom: bool
+
+
+def _text_probe(path: pathlib.Path, head: bytes, *, whole: bool) -> _Probe:
+    """The probe decoded with the encoding of the whole file (`encodings.detect`: the probe
+    alone can mislead, with UTF-8 lines after it or a UTF-8 probe of a cp1252 file); binary
+    content refused first, by `_decode_probe`, or for a legacy encoding of another script
+    (whose bytes look like latin-1 control characters) from the text in that encoding."""
+    try:
+        probe = _decode_probe(head, whole=whole)
+        binary = None
+    except UnrecognizedFormat as exc:
+        if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise
+        probe, binary = None, exc
+    found = encodings.detect(path)
+    if isinstance(found, encodings.Undecodable):
+        raise binary or _undecodable(found)
+    if probe is not None and found.codec == probe.codec:
+        return _Probe(probe.text, found.codec, found.name, found.bom)
+    if binary is not None and found.codec not in encodings.OTHER_SCRIPTS:
+        raise binary
+    decoder = codecs.getincrementaldecoder(found.codec)(errors="replace")
+    text = decoder.decode(head, final=whole)
+    _refuse_binary(text)
+    return _Probe(text, found.codec, found.name, found.bom)
 
 
 def _decode_probe(head: bytes, *, whole: bool) -> _Probe:
@@ -245,10 +306,29 @@ def _decode_probe(head: bytes, *, whole: bool) -> _Probe:
             break
         else:
             probe = _Probe(head.decode("latin-1"), "latin-1", "latin-1", False)
-    controls = len(_CONTROL.findall(probe.text)) + probe.text.count("\ufffd")
-    if "\x00" in probe.text or controls * 10 > len(probe.text):
-        raise _binary()
+    _refuse_binary(probe.text)
     return probe
+
+
+def _refuse_binary(text: str) -> None:
+    controls = len(_CONTROL.findall(text)) + text.count("\ufffd")
+    if "\x00" in text or controls * 10 > len(text):
+        raise _binary()
+
+
+def _undecodable(found: encodings.Undecodable) -> UndecodableText:
+    where = f"line {found.line} holds the byte 0x{found.byte:02X}, which is not {found.expected}"
+    if found.mixed:
+        detail = (
+            f"The file mixes encodings: it holds UTF-8 text, but {where} (probably a Latin-1 "
+            "or Windows-1252 character). Save the whole file as UTF-8."
+        )
+    else:
+        detail = (
+            f"The file starts with a {found.expected} byte-order mark, but {where}. Save the "
+            f"file again as {found.expected}."
+        )
+    return UndecodableText(detail, line=found.line, expected=found.expected)
 
 
 def _binary() -> UnrecognizedFormat:
@@ -271,7 +351,7 @@ def _sniff(sample: str) -> tuple[str, str]:
             try:
                 widths = [
                     len(row)
-                    for row in csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote)
+                    for row in csv.reader(_lines(sample), delimiter=delimiter, quotechar=quote)
                     if row
                 ]
             except csv.Error:
@@ -289,8 +369,14 @@ def _sniff(sample: str) -> tuple[str, str]:
     return best[1], best[2]
 
 
+def _lines(text: str) -> io.StringIO:
+    """Text for the csv module: lines end at \n, \r\n or a bare \r (old Mac files)."""
+    return io.StringIO(text, newline="")
+
+
 def _read_delimited(path: pathlib.Path, probe: _Probe, limits: Limits, *, whole: bool) -> Parsed:
-    sample = probe.text if whole else probe.text[: probe.text.rfind("\n") + 1] or probe.text
+    last_end = max(probe.text.rfind("\n"), probe.text.rfind("\r"))
+    sample = probe.text if whole else probe.text[: last_end + 1] or probe.text
     delimiter, quote = _sniff(sample)
     rows = _sample_rows(sample, delimiter, quote)
     if whole:
@@ -301,28 +387,14 @@ def _read_delimited(path: pathlib.Path, probe: _Probe, limits: Limits, *, whole:
         # pyarrow cannot tell a lone header without a final newline from an empty file.
         raise NoRows(f"The file has a header ({_columns(len(header))}) but no data rows.")
 
-    table, codec = _parse_csv(path, probe.codec, delimiter, quote)
-    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
-    if codec == "utf-8" and binary:
-        # The probe was UTF-8 but a later part of the file is not: a legacy encoding after all.
-        if probe.bom:
-            raise MalformedCsv(
-                f"The file starts with a UTF-8 byte-order mark, but column {binary[0]!r} holds "
-                "bytes that are not UTF-8; save the file again as UTF-8."
-            )
-        table, codec = _parse_csv(path, "cp1252", delimiter, quote)
-    details = {
-        "delimiter": delimiter,
-        "quote": quote,
-        "encoding": probe.encoding if codec == probe.codec else codec,
-        "bom": probe.bom,
-    }
+    table = _parse_csv(path, probe.codec, delimiter, quote)
+    details = {"delimiter": delimiter, "quote": quote, "encoding": probe.encoding, "bom": probe.bom}
     return _finish(table, "tsv" if delimiter == "\t" else "csv", details, limits)
 
 
 def _sample_rows(sample: str, delimiter: str, quote: str) -> list[list[str]]:
     try:
-        reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote)
+        reader = csv.reader(_lines(sample), delimiter=delimiter, quotechar=quote)
         return [row for row in reader if row]
     except csv.Error:
         return []
@@ -332,7 +404,7 @@ def _check_quotes_closed(text: str, delimiter: str, quote: str) -> None:
     """Refuse a quote left open at the end of the file, which pyarrow silently accepts (the
     rest of the file becomes one field); only a file that fits in the probe is checked."""
     try:
-        for _ in csv.reader(io.StringIO(text), delimiter=delimiter, quotechar=quote, strict=True):
+        for _ in csv.reader(_lines(text), delimiter=delimiter, quotechar=quote, strict=True):
             pass
     except csv.Error as exc:
         if "end of data" in str(exc):  # CPython's words for EOF inside quotes
@@ -342,13 +414,11 @@ def _check_quotes_closed(text: str, delimiter: str, quote: str) -> None:
             ) from None
 
 
-def _parse_csv(path: pathlib.Path, codec: str, delimiter: str, quote: str) -> tuple[pa.Table, str]:
-    """The table, and the codec that read it."""
+def _parse_csv(path: pathlib.Path, codec: str, delimiter: str, quote: str) -> pa.Table:
+    """The table; `codec` was checked against the whole file (`encodings.detect`)."""
     try:
-        return _parse_csv_with(path, codec, delimiter, quote, threads=True), codec
+        return _parse_csv_with(path, codec, delimiter, quote, threads=True)
     except UnicodeDecodeError as exc:
-        if codec == "cp1252":  # one of the five bytes cp1252 leaves undefined, past the probe
-            return _parse_csv(path, "latin-1", delimiter, quote)
         raise MalformedCsv(f"The file is not valid {codec} text: {exc.reason}.") from None
 
 
@@ -424,45 +494,81 @@ def _require_utf8(probe: _Probe) -> None:
 
 def _read_json_array(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parsed:
     _require_utf8(probe)
+    _refuse_nul(path)
     try:
         frame = pl.read_json(path, infer_schema_length=None)
-    except pl.exceptions.PolarsError as exc:
+    except _POLARS_ERRORS as exc:
         if "json objects" in str(exc):
             raise MalformedJson(
                 "The JSON array does not hold records: expected objects such as "
                 '[{"column": value, ...}, ...].'
             ) from None
-        raise MalformedJson(f"The file is not valid JSON: {_reason(exc, path)}.") from None
-    return _finish(_polars_to_arrow(frame), "json", {"encoding": "utf-8", "bom": probe.bom}, limits)
+        raise MalformedJson(_json_problem(exc, path)) from None
+    table = _json_frame_to_arrow(frame)
+    return _finish(table, "json", {"encoding": "utf-8", "bom": probe.bom}, limits)
 
 
 def _read_json_lines(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parsed:
     _require_utf8(probe)
+    _refuse_nul(path)
     first_line, newline, _ = probe.text.lstrip().partition("\n")
-    if newline and not _is_json_object(first_line):
-        _refuse_single_object(path)
+    problem = json_bounds.line_problem(first_line) if newline else None
+    if problem is not None:
+        if problem.startswith(json_bounds.INVALID):  # perhaps one pretty-printed object
+            _refuse_single_object(path)
         _raise_bad_line(path, probe, "the first line is not a JSON object")
     try:
         with _open_after_bom(path, probe) as source:
             frame = pl.read_ndjson(source, infer_schema_length=None)
-    except pl.exceptions.PolarsError as exc:
+    except _POLARS_ERRORS as exc:
         _raise_bad_line(path, probe, _reason(exc, path))
     details = {"encoding": "utf-8", "bom": probe.bom}
-    return _finish(_polars_to_arrow(frame), "jsonl", details, limits)
+    return _finish(_json_frame_to_arrow(frame), "jsonl", details, limits)
 
 
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
+def _refuse_nul(path: pathlib.Path) -> None:
+    line = json_bounds.find_nul(path)
+    if line is not None:
+        raise MalformedJson(
+            f"Line {line} holds a NUL character (\\u0000 or a zero byte), which is not "
+            "accepted in names or values.",
+            line=line,
+        )
+
+
+def _json_problem(exc: BaseException, path: pathlib.Path) -> str:
+    reason = _reason(exc, path)
+    if "DepthLimitExceeded" in reason:  # polars' own limit, 1024 levels
+        return (
+            "The file nests values too deeply: at most "
+            f"{json_bounds.MAX_DEPTH} levels are accepted."
+        )
+    if "InvalidNumber" in reason:
+        return (
+            f"The file is not valid JSON: {reason}: a malformed number, or an integer of more "
+            f"than {json_bounds.MAX_DIGITS} digits (write long identifiers as strings, in quotes)."
+        )
+    return f"The file is not valid JSON: {reason}."
+
+
+def _json_frame_to_arrow(frame: pl.DataFrame) -> pa.Table:
+    """The parsed JSON as Arrow, once its nesting is known to be within bounds."""
+    for name, dtype in frame.schema.items():
+        levels = json_bounds.dtype_depth(dtype)
+        if levels > json_bounds.MAX_DEPTH:
+            raise MalformedJson(
+                f"Column {name!r} holds values nested {levels} levels deep; at most "
+                f"{json_bounds.MAX_DEPTH} are accepted.",
+                column=name,
+            )
+    return _polars_to_arrow(frame)
 
 
 def _refuse_single_object(path: pathlib.Path) -> None:
     """Raise if the whole file is one JSON object (pretty-printed, so not JSON Lines)."""
     try:
         pl.read_json(path)
-    except pl.exceptions.PolarsError:
+    except _POLARS_ERRORS:
         return
     raise MalformedJson(
         "The file holds a JSON object; expected an array of records or JSON Lines "
@@ -475,7 +581,8 @@ def _raise_bad_line(path: pathlib.Path, probe: _Probe, fallback: str) -> NoRetur
     if number is None:
         raise MalformedJson(f"The file cannot be read as JSON Lines: {fallback}.") from None
     raise MalformedJson(
-        f"Line {number} is not a JSON object ({problem}); JSON Lines needs one object per line.",
+        f"Line {number} is not a JSON object that can be read ({problem}); JSON Lines needs "
+        "one object per line.",
         line=number,
     ) from None
 
@@ -497,12 +604,9 @@ def _first_bad_line(path: pathlib.Path, probe: _Probe) -> tuple[int | None, str]
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except ValueError as exc:
-                return number, f"invalid JSON: {exc.msg} at column {exc.colno}"
-            if not isinstance(value, dict):
-                return number, f"a JSON {type(value).__name__} instead of an object"
+            problem = json_bounds.line_problem(line)
+            if problem is not None:
+                return number, problem
     return None, ""
 
 
@@ -563,7 +667,7 @@ def _read_xlsx(path: pathlib.Path, limits: Limits) -> Parsed:
             drop_empty_cols=False,
             raise_if_empty=False,
         )
-    except (fastexcel.FastExcelError, pl.exceptions.PolarsError, OSError) as exc:
+    except (fastexcel.FastExcelError, *_POLARS_ERRORS, OSError) as exc:
         raise MalformedXlsx(f"The workbook cannot be read: {_reason(exc, path)}.") from None
     names = [_cell_text(value) for value in header.row(0)]
     table = _polars_to_arrow(frame)
@@ -688,10 +792,19 @@ def clean_column_names(names: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _polars_to_arrow(frame: pl.DataFrame) -> pa.Table:
-    wide = [name for name, dtype in frame.schema.items() if dtype in (pl.Int128, pl.UInt128)]
-    if wide:  # integers past 64 bits (big IDs in JSON): Arrow has no such type, keep the digits
-        frame = frame.with_columns(pl.col(wide).cast(pl.String))
-    return frame.to_arrow()
+    # Integers past 64 bits (big IDs in JSON), nested ones too: Arrow has no such type, keep
+    # the digits as text.
+    wide = {
+        name: json_bounds.without_wide_ints(dtype)
+        for name, dtype in frame.schema.items()
+        if json_bounds.has_wide_ints(dtype)
+    }
+    try:
+        return frame.cast(wide).to_arrow() if wide else frame.to_arrow()
+    except (*_POLARS_ERRORS, pa.ArrowException) as exc:
+        raise UnsupportedColumnType(
+            f"The table's columns cannot be converted: {str(exc).splitlines()[0][:200]}."
+        ) from None
 
 
 def _plain_types(table: pa.Table) -> tuple[pa.Table, list[str]]:
@@ -760,7 +873,7 @@ def _json_encoded(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
                 .str.head(-1)
             )
         text = pl.select(pl.when(series.is_not_null()).then(text)).to_series()
-    except (pl.exceptions.PolarsError, pa.ArrowException, TypeError, ValueError):
+    except (*_POLARS_ERRORS, pa.ArrowException, TypeError, ValueError):
         raise UnsupportedColumnType(
             f"Column {name!r} holds nested values of a type that cannot be turned into JSON "
             f"text ({column.type}).",

@@ -246,12 +246,14 @@ async def _ingested(upload: Upload, settings: Settings) -> AsyncIterator[_Ingest
                 if size > upload.max_bytes:  # the upload helpers stop earlier; a safety net
                     raise PayloadTooLarge(f"The file is larger than {upload.max_bytes} bytes")
                 await asyncio.to_thread(out.write, chunk)
-        yield await asyncio.to_thread(_ingest, source, folder / "table.parquet", settings)
+        yield await asyncio.to_thread(
+            _ingest, source, folder / "table.parquet", settings, upload.filename
+        )
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
-def _ingest(source: Path, parquet: Path, settings: Settings) -> _Ingested:
+def _ingest(source: Path, parquet: Path, settings: Settings, filename: str) -> _Ingested:
     import pyarrow.parquet as pq
 
     from atelier.datasets import formats, profiling
@@ -261,7 +263,7 @@ def _ingest(source: Path, parquet: Path, settings: Settings) -> _Ingested:
         max_columns=settings.datasets.max_columns,
         max_xlsx_uncompressed_bytes=settings.datasets.max_xlsx_uncompressed_bytes,
     )
-    parsed = formats.read_table(source, limits)
+    parsed = formats.read_table(source, limits, name=filename)
     profile = profiling.profile_table(
         parsed.table, sample_rows=settings.datasets.profile_sample_rows
     )
