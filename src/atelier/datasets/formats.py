@@ -1,6 +1,7 @@
 """Reading an uploaded data file into an Arrow table, whatever its format.
 
-The format is recognised from the content alone (an upload has no trustworthy name):
+The format is recognised from the content (an upload has no trustworthy name; its one use is
+below):
 
 - Parquet: `PAR1` at the start and at the end;
 - XLSX: a ZIP archive holding `[Content_Types].xml` and `xl/workbook.xml` (any other ZIP is
@@ -22,7 +23,9 @@ character is refused. Library failures, polars' panics included (a `BaseExceptio
 caught where polars is called.
 
 Parsing is done by pyarrow (CSV, Parquet) and polars (JSON, XLSX through calamine), never row
-by row in Python; only a probe of the first `PROBE_BYTES` is read into Python to decide how.
+by row in Python: a probe of the first `PROBE_BYTES` is read into Python to decide how, and text
+is streamed through a decoder (`encodings`) and JSON through a NUL scan (`json_bounds`) in 1 MiB
+pieces.
 
 The table that comes out is tidy: unique column names (empty ones become `column_<n>`, repeats
 get `_2`, `_3`..., control characters go, at most `MAX_NAME_CHARS` characters; renames are in
