@@ -77,6 +77,44 @@ def test_integers_up_to_38_digits_are_kept_and_longer_ones_refused(tmp_path: Pat
     assert f"{json_bounds.MAX_DIGITS + 1} digits" in error.detail
 
 
+def test_an_integer_polars_would_make_null_is_refused(tmp_path: Path) -> None:
+    # 2**128 - 1: 39 digits, past Int128; polars read it as null.
+    error = _refused(tmp_path, '[{"n": 1}, {"n": 340282366920938463463374607431768211455}]')
+
+    assert error.extra == {"line": 1}
+    assert "an integer of 39 digits; at most 38" in error.detail
+
+
+def test_long_digit_runs_in_strings_and_floats_are_not_integers(tmp_path: Path) -> None:
+    digits = "1234567890" * 5
+    records = [
+        f'{{"s": "{digits}", "t": "a \\"{digits}\\" b", "f": {digits}.5, "g": 1.{digits}}}',
+        f'{{"s": "x", "t": "\\\\", "f": 2e-{digits[:3]}, "g": 2.5}}',
+    ]
+    parsed = _read(tmp_path, "[" + ",\n".join(records) + "]")
+
+    assert parsed.table.column("s").to_pylist() == [digits, "x"]
+    assert parsed.table.column("t").to_pylist() == [f'a "{digits}" b', "\\"]
+
+
+def test_a_long_integer_deep_in_a_minified_file_is_found_across_chunks(tmp_path: Path) -> None:
+    record = '{"s": "a \\" quoted", "n": 12345}'
+    count = json_bounds.CHUNK_BYTES // len(record) + 10
+    minified = "[" + ",".join([record] * count) + ',{"s": "x", "n": ' + "7" * 45 + "}]"
+    assert len(minified) > json_bounds.CHUNK_BYTES
+
+    assert json_bounds.first_problem(_path(tmp_path, minified)) == (1, json_bounds._too_long(45))
+
+
+@pytest.mark.parametrize("split", range(1, 46, 11))
+def test_a_digit_run_cut_by_a_chunk_is_whole(tmp_path: Path, split: int) -> None:
+    head = '[{"n": 1}, ' + " " * (json_bounds.CHUNK_BYTES - len('[{"n": 1}, ') - 7 - split)
+    content = head + '{"n": ' + "9" * 45 + "}]"
+    assert content.index("9" * 45) == json_bounds.CHUNK_BYTES - split - 1
+
+    assert json_bounds.first_problem(_path(tmp_path, content)) == (1, json_bounds._too_long(45))
+
+
 def test_long_fractions_are_numbers(tmp_path: Path) -> None:
     parsed = _read(tmp_path, '{"x": 3.14159265358979323846264338327950288419716939937510}\n')
 
@@ -126,7 +164,7 @@ def test_a_nul_escape_cut_by_a_read_chunk_is_found_on_its_line(tmp_path: Path) -
     content = lines + '{"s": "' + "y" * padding + '\\u0000"}\n'
     assert content.index("\\u0000") == json_bounds.CHUNK_BYTES - 3
 
-    assert json_bounds.find_nul(_path(tmp_path, content)) == 11
+    assert json_bounds.first_problem(_path(tmp_path, content)) == (11, json_bounds.NUL)
 
 
 def _path(tmp_path: Path, content: str) -> Path:

@@ -497,7 +497,7 @@ def _require_utf8(probe: _Probe) -> None:
 
 def _read_json_array(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parsed:
     _require_utf8(probe)
-    _refuse_nul(path)
+    _refuse_bad_values(path)
     try:
         frame = pl.read_json(path, infer_schema_length=None)
     except _POLARS_ERRORS as exc:
@@ -513,7 +513,7 @@ def _read_json_array(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parse
 
 def _read_json_lines(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parsed:
     _require_utf8(probe)
-    _refuse_nul(path)
+    _refuse_bad_values(path)
     first_line, newline, _ = probe.text.lstrip().partition("\n")
     problem = json_bounds.line_problem(first_line) if newline else None
     if problem is not None:
@@ -529,14 +529,11 @@ def _read_json_lines(path: pathlib.Path, probe: _Probe, limits: Limits) -> Parse
     return _finish(_json_frame_to_arrow(frame), "jsonl", details, limits)
 
 
-def _refuse_nul(path: pathlib.Path) -> None:
-    line = json_bounds.find_nul(path)
-    if line is not None:
-        raise MalformedJson(
-            f"Line {line} holds a NUL character (\\u0000 or a zero byte), which is not "
-            "accepted in names or values.",
-            line=line,
-        )
+def _refuse_bad_values(path: pathlib.Path) -> None:
+    found = json_bounds.first_problem(path)
+    if found is not None:
+        line, what = found
+        raise MalformedJson(f"Line {line} holds {what}.", line=line)
 
 
 def _json_problem(exc: BaseException, path: pathlib.Path) -> str:
