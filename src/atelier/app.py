@@ -3,13 +3,16 @@ sessions, the renderer, the middleware stack, the error handlers and the routers
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any, get_args
 
 import httpx
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse
@@ -25,6 +28,7 @@ from atelier.core import logging as core_logging
 from atelier.core import metrics, problems
 from atelier.core.clock import SystemClock
 from atelier.core.db import create_engine, create_sessionmaker
+from atelier.core.deps import AnonymousLimit
 from atelier.core.mail import Mailer
 from atelier.core.middleware import (
     BodyLimitMiddleware,
@@ -33,10 +37,11 @@ from atelier.core.middleware import (
     TrustedHostMiddleware,
 )
 from atelier.core.ratelimit import RateLimiter
-from atelier.core.uploads import upload_limit
+from atelier.core.uploads import is_upload_route, upload_limit
 from atelier.datasets import router as datasets
 from atelier.identity import admin_router, sso_router
 from atelier.identity import router as identity
+from atelier.identity.deps import AuthAttemptLimit, CurrentPrincipal, OrgPrincipal
 from atelier.identity.oidc import OidcClient
 from atelier.identity.tokens import TokenConfig
 from atelier.jobs import router as jobs
@@ -173,6 +178,7 @@ def create_app(settings: Settings, *, embedded_workers: bool = False) -> FastAPI
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_docs(app)
+    _document_problems(app, routers)
     return app
 
 
@@ -202,6 +208,93 @@ def _mailer(settings: Settings) -> Mailer:
         password=smtp.password.get_secret_value() if smtp.password else None,
         security=smtp.security,
     )
+
+
+# ---- the problem responses of the OpenAPI document -------------------------------------------
+
+# What a dependency can answer, wherever a route uses it. A principal: no or bad credentials
+# (401), a role or scope short (403), an unknown organization (404), the plan's rate (429).
+_PRINCIPAL_PROBLEMS = frozenset({401, 403, 404, 429})
+_DEPENDENCY_PROBLEMS = {
+    get_args(CurrentPrincipal)[1].dependency: _PRINCIPAL_PROBLEMS,
+    get_args(OrgPrincipal)[1].dependency: _PRINCIPAL_PROBLEMS,
+    AuthAttemptLimit.dependency: frozenset({429}),
+    AnonymousLimit.dependency: frozenset({429}),
+}
+# What an operation's services raise, besides what its dependencies, parameters and body can
+# refuse (`_route_problems`); tests/test_openapi_problems.py checks each names an operation.
+SERVICE_PROBLEMS: dict[str, set[int]] = {
+    "POST /api/v1/auth/register": {403, 404, 409},  # closed sign-up, bad invitation, email taken
+    "POST /api/v1/auth/token": {401},  # wrong credentials, a disabled account
+    "POST /api/v1/auth/refresh": {401},  # an unknown, expired or reused refresh token
+    "POST /api/v1/orgs": {402},  # organizations owned, by plan
+    "PATCH /api/v1/orgs/{org_id}/members/{user_id}": {409},  # the last owner
+    "DELETE /api/v1/orgs/{org_id}/members/{user_id}": {409},
+    "POST /api/v1/orgs/{org_id}/invitations": {409},  # already a member
+    "POST /api/v1/invitations/accept": {402, 409},  # members, by plan; expired, already in
+    "GET /api/v1/auth/oidc/{provider}/callback": {400, 401, 409},  # state, provider, email taken
+    "PATCH /api/v1/admin/users/{user_id}": {409},  # operators cannot demote themselves
+    "PATCH /api/v1/admin/orgs/{org_id}": {402},  # the new plan's member limit
+    "POST /api/v1/jobs": {402, 409},  # compute quota; an Idempotency-Key reused
+    "POST /api/v1/jobs/{job_id}/cancel": {409},  # already ended
+    "POST /api/v1/automl/runs": {402, 409},
+    "GET /api/v1/automl/runs/{run_id}/report": {409},  # not finished
+    "GET /api/v1/automl/runs/{run_id}/model": {409},
+    "POST /api/v1/models/{name}/versions": {409},  # a run without a model
+    "PATCH /api/v1/models/{name}/versions/{number}": {409},
+    "DELETE /api/v1/models/{name}/versions/{number}": {409},
+    "GET /api/v1/models/{name}/versions/{number}/export": {409, 503},  # no MLflow flavour
+}
+
+
+def _document_problems(app: FastAPI, routers: Iterable[APIRouter]) -> None:
+    """Declare once, for every operation, the problem responses it can answer: what its
+    dependencies, parameters and body can refuse, and what its services raise
+    (`SERVICE_PROBLEMS`). A route may still declare a status itself, with a description.
+    Errors of the framework (405, 406) and of the server (500) are left out."""
+    by_operation: dict[str, set[int]] = {}
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.include_in_schema:
+                for method in route.methods:
+                    name = f"{method} {route.path_format}"
+                    by_operation[name] = _route_problems(route) | SERVICE_PROBLEMS.get(name, set())
+    build = app.openapi
+
+    def statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+        found = set(by_operation.get(f"{method} {path}", set()))
+        parameters = operation.get("parameters", [])
+        if "requestBody" in operation:
+            found |= {413, 422}  # over ATELIER_HTTP__MAX_BODY_BYTES (or the upload limit)
+        if parameters:
+            found.add(422)
+        if any(p["in"] == "path" for p in parameters):
+            found.add(404)
+        return found
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            problems.document_problems(build(), statuses)
+        return app.openapi_schema  # type: ignore[return-value]  # build() stored it
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _route_problems(route: APIRoute) -> set[int]:
+    """What the route's dependencies refuse, wherever they are in its tree; uploads."""
+    statuses: set[int] = set()
+    for call in _calls(route.dependant):
+        statuses |= _DEPENDENCY_PROBLEMS.get(call, frozenset())
+    if is_upload_route(route):
+        statuses |= {402, 415}  # the storage quota; not multipart, or an unknown format
+    return statuses
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for dependency in dependant.dependencies:
+        if dependency.call is not None:
+            yield dependency.call
+        yield from _calls(dependency)
 
 
 def _add_docs(app: FastAPI) -> None:

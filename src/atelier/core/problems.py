@@ -5,8 +5,12 @@
 Unexpected exceptions are turned into a bare 500 by `core.middleware.RequestContextMiddleware`,
 which logs them with the request id. A browser asking for a page outside `/api/` gets the same
 error as an HTML page in its language, when the app provides one.
+
+`document_problems(schema, statuses)` declares these responses in the OpenAPI document, with
+the `Problem` schema in place of FastAPI's validation error (which is never sent).
 """
 
+import json
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -142,3 +146,70 @@ def install(app: FastAPI, *, html_page: HtmlPage | None = None) -> None:
     app.add_exception_handler(AtelierError, negotiated(_atelier_error))
     app.add_exception_handler(StarletteHTTPException, negotiated(_http_error))
     app.add_exception_handler(RequestValidationError, negotiated(_validation_error))
+
+
+# ---- OpenAPI ---------------------------------------------------------------------------------
+
+_REF = "#/components/schemas/"
+# FastAPI's own 422 body, which our handler never sends.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+OPENAPI_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Problem": {
+        "title": "Problem",
+        "description": "An RFC 9457 problem document. Some problems add members of their own "
+        "(`limit`, `retry_after`, `request_id`...).",
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "description": "`/problems/<slug>`: what went wrong."},
+            "title": {"type": "string", "description": "A short summary of the type."},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string", "description": "This occurrence, for a person."},
+            "instance": {"type": "string", "description": "The path that was requested."},
+            "errors": {
+                "type": "array",
+                "description": "Validation errors, one per field.",
+                "items": {"$ref": _REF + "ProblemError"},
+            },
+        },
+        "additionalProperties": True,
+    },
+    "ProblemError": {
+        "title": "ProblemError",
+        "type": "object",
+        "required": ["pointer", "detail"],
+        "properties": {
+            "pointer": {"type": "string", "description": "JSON pointer: `/body/name`."},
+            "detail": {"type": "string"},
+        },
+    },
+}
+
+
+def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """An OpenAPI response object for a problem with `status`."""
+    content = {MEDIA_TYPE: {"schema": {"$ref": _REF + "Problem"}}}
+    return {"description": description or HTTPStatus(status).phrase, "content": content}
+
+
+Statuses = Callable[[str, str, dict[str, Any]], set[int]]
+
+
+def document_problems(schema: dict[str, Any], statuses: Statuses) -> None:
+    """Declare in an OpenAPI `schema` the problem responses of each operation: those
+    `statuses(path, METHOD, operation)` names and any error status it declares already (its
+    description is kept), all as `application/problem+json` documents of `Problem`."""
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(OPENAPI_SCHEMAS)
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            declared = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
+            for status in sorted(declared | statuses(path, method.upper(), operation)):
+                description = responses.get(str(status), {}).get("description")
+                if description == "Validation Error":  # FastAPI's
+                    description = None
+                responses[str(status)] = problem_response(status, description)
+    components = schema["components"]["schemas"]
+    for name in _FASTAPI_VALIDATION_SCHEMAS:  # in this order: the first refers to the second
+        if name in components and f'"{_REF}{name}"' not in json.dumps(schema):
+            del components[name]
