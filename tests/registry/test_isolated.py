@@ -90,6 +90,23 @@ async def test_a_reader_that_dies_is_a_refused_file(tmp_path):
         )
 
 
+async def test_a_reader_past_its_memory_limit_is_a_refused_file(tmp_path):
+    """The limit applies in the child: 512 MiB of address space is less than importing
+    scikit-learn and onnxruntime takes, so the child fails, and the caller gets a 422."""
+    frame, labels = frame_and_labels()
+    sio.dump(LogisticRegression().fit(frame, labels), tmp_path / "m.skops")
+    (tmp_path / "version").mkdir()
+    with pytest.raises(InvalidInput, match="could not be read"):
+        await isolated.prepare_skops(
+            tmp_path / "m.skops", tmp_path / "version", onnx_export=True, limit_bytes=512 * 1024**2
+        )
+    # and with the default limit the same file is read
+    read = await isolated.prepare_skops(
+        tmp_path / "m.skops", tmp_path / "version", onnx_export=True
+    )
+    assert read["onnx_export"] is True
+
+
 async def test_the_reader_answers_the_signature_and_honours_the_export_switch(tmp_path):
     frame, labels = frame_and_labels()
     sio.dump(LogisticRegression().fit(frame, labels), tmp_path / "m.skops")

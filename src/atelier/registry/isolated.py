@@ -6,13 +6,15 @@ file has passed, reads its signature and, where it can, converts it to ONNX (`mo
 version folder). It answers with a small JSON file and nothing else: the API process unpickles
 nothing from a child that may have been handed a hostile file, and reads no more than
 `MAX_ANSWER_BYTES` of it. A child that runs past its time limit is killed; one that dies (a
-crash in a native library reading the file) leaves a refused upload, not a broken server.
+crash in a native library reading the file, or memory past its address-space limit) leaves a
+refused upload, not a broken server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,20 +22,31 @@ from typing import Any
 from atelier.core.errors import InvalidInput
 
 TIMEOUT_SECONDS = 300.0
+# The child's address space (RLIMIT_AS): numpy, scikit-learn, LightGBM, XGBoost and
+# onnxruntime map about 0.7 GiB of it on import (VmPeak), so this leaves the model a few GiB; a
+# file that inflates past them (a forest declared with billions of nodes) fails in the child.
+MEMORY_LIMIT_BYTES = 6 * 1024**3
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 _ANSWER = "answer.json"
 _REQUEST = "request.json"
 
 
 async def prepare_skops(
-    source: Path, folder: Path, *, onnx_export: bool, limit_seconds: float = TIMEOUT_SECONDS
+    source: Path,
+    folder: Path,
+    *,
+    onnx_export: bool,
+    limit_seconds: float = TIMEOUT_SECONDS,
+    limit_bytes: int = MEMORY_LIMIT_BYTES,
 ) -> dict[str, Any]:
     """`{"format", "signature", "onnx_export", "onnx_note"}` for the skops file `source`, read in
     a child process that writes `model.onnx` into `folder` when the model converts.
-    InvalidInput when the file is refused, cannot be read, or takes over `limit_seconds`."""
+    InvalidInput when the file is refused, cannot be read, or takes over `limit_seconds` or
+    an address space over `limit_bytes`."""
     answer, request = folder.parent / _ANSWER, folder.parent / _REQUEST
     asked = {"model": str(source), "folder": str(folder), "answer": str(answer)}
-    await asyncio.to_thread(request.write_text, json.dumps(asked | {"onnx_export": onnx_export}))
+    asked |= {"onnx_export": onnx_export, "limit_bytes": limit_bytes}
+    await asyncio.to_thread(request.write_text, json.dumps(asked))
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -102,8 +115,10 @@ def _prepare(source: Path, folder: Path, *, onnx_export: bool) -> dict[str, Any]
 
 
 def main(argv: list[str]) -> int:
-    """The child: read the request, answer in its answer file."""
+    """The child: read the request, bound its own address space, answer in its answer file."""
     request = json.loads(Path(argv[1]).read_text())
+    limit = int(request["limit_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         result = _prepare(
             Path(request["model"]), Path(request["folder"]), onnx_export=request["onnx_export"]
