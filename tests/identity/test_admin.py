@@ -1,5 +1,7 @@
 """The superadmin API: users, organizations, plans, usage and audit across organizations."""
 
+from datetime import datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -77,6 +79,21 @@ async def test_plan_changes_are_audited_and_respect_member_counts(
         f"/api/v1/admin/orgs/{alice.org_id}", json={"plan_id": "platinum"}, headers=operator.headers
     )
     assert unknown.status_code == 404
+
+
+async def test_a_move_to_a_trial_plan_starts_a_trial_that_ends(client, operator, alice, app):
+    """Moving an organization to a trial plan sets when the trial ends (a null end never ends);
+    moving it to a paid plan clears it."""
+    paid = await client.patch(
+        f"/api/v1/admin/orgs/{alice.org_id}", json={"plan_id": "pro"}, headers=operator.headers
+    )
+    assert paid.json()["trial_ends_at"] is None
+    trial = await client.patch(
+        f"/api/v1/admin/orgs/{alice.org_id}", json={"plan_id": "trial"}, headers=operator.headers
+    )
+    ends = datetime.fromisoformat(trial.json()["trial_ends_at"])
+    days = (ends - app.state.clock.now()) / timedelta(days=1)
+    assert 13.9 < days <= 14, days
 
 
 async def test_operators_edit_plan_limits(client, operator, db_session):

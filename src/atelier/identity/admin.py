@@ -100,7 +100,10 @@ async def change_plan(
     *,
     plan_id: str,
     info: RequestInfo,
+    clock: Clock,
 ) -> Organization:
+    """Move an organization to another plan. A trial plan starts a trial from now (moving back
+    to a trial must not give one that never ends); any other plan ends the trial."""
     _require(principal)
     async with transaction(session):
         org = await session.get(Organization, org_id)
@@ -112,7 +115,9 @@ async def change_plan(
         )
         plans_service.check_gauge(plan, "members", current=(members or 0), adding=0)
         old = org.plan_id
-        org.plan_id = plan.id
+        if plan.id != old:
+            org.plan_id = plan.id
+            org.trial_ends_at = plans_service.trial_end(plan, clock=clock)
         await audit.record(
             session,
             "admin.plan_changed",

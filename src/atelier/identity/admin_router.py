@@ -62,8 +62,11 @@ async def admin_change_plan(
     principal: Superadmin,
     session: DbSession,
     info: ClientInfo,
+    clock: AppClock,
 ):
-    return await admin.change_plan(session, principal, org_id, plan_id=body.plan_id, info=info)
+    return await admin.change_plan(
+        session, principal, org_id, plan_id=body.plan_id, info=info, clock=clock
+    )
 
 
 @router.get("/plans", response_model=list[PlanRead], **operation("plan", "admin"))
