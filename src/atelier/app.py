@@ -265,7 +265,9 @@ def _document_problems(app: FastAPI, routers: Iterable[APIRouter]) -> None:
         found = set(by_operation.get(f"{method} {path}", set()))
         parameters = operation.get("parameters", [])
         if "requestBody" in operation:
-            found |= {413, 422}  # over ATELIER_HTTP__MAX_BODY_BYTES (or the upload limit)
+            # Not UTF-8 (FastAPI's 400); over ATELIER_HTTP__MAX_BODY_BYTES or the upload
+            # limit; not valid
+            found |= {400, 413, 422}
         if parameters:
             found.add(422)
         if any(p["in"] == "path" for p in parameters):
