@@ -102,3 +102,17 @@ async def test_what_every_operation_answers_to_bad_requests_is_declared(schema, 
                 assert problem["status"] == status, where
                 assert {"type", "title", "detail"} <= set(problem), where
     assert {401, 404, 422} <= seen, seen
+
+
+async def test_a_taken_dataset_name_is_a_declared_conflict(schema, client, alice):
+    # Found by the schemathesis run (stateful phase): the second upload under a name is a 409.
+    declared = {int(s) for s in schema["paths"]["/api/v1/datasets"]["post"]["responses"]}
+    statuses = []
+    for _ in range(2):
+        files = {"file": ("homes.csv", b"city,rooms\nLyon,3\nNantes,2\n", "text/csv")}
+        response = await client.post(
+            "/api/v1/datasets", files=files, data={"name": "homes"}, headers=alice.headers
+        )
+        statuses.append(response.status_code)
+    assert statuses == [201, 409]
+    assert 409 in declared

@@ -235,6 +235,7 @@ SERVICE_PROBLEMS: dict[str, set[int]] = {
     "GET /api/v1/auth/oidc/{provider}/callback": {400, 401, 409},  # state, provider, email taken
     "PATCH /api/v1/admin/users/{user_id}": {409},  # operators cannot demote themselves
     "PATCH /api/v1/admin/orgs/{org_id}": {402},  # the new plan's member limit
+    "POST /api/v1/datasets": {409},  # the name is taken
     "POST /api/v1/jobs": {402, 409},  # compute quota; an Idempotency-Key reused
     "POST /api/v1/jobs/{job_id}/cancel": {409},  # already ended
     "POST /api/v1/automl/runs": {402, 409},
