@@ -1,6 +1,15 @@
+import asyncio
+import json
+
 import httpx
 import pytest
+import structlog
 from fastapi import APIRouter, Request
+from polars.exceptions import PanicException
+
+from atelier.core import logging as core_logging
+from atelier.core.middleware import RequestContextMiddleware
+from tests.logging_fixtures import fixture_restore_logging  # noqa: F401 - a fixture
 
 router = APIRouter(prefix="/api/v1/test")
 
@@ -19,6 +28,17 @@ async def json_body(payload: dict) -> dict:
 @router.get("/hello")
 async def hello() -> dict:
     return {"hello": "world"}
+
+
+@router.get("/files/{token}")
+async def signed_file(token: str) -> dict:
+    return {"length": len(token)}
+
+
+@router.get("/panic")
+async def panic() -> dict:
+    # What polars raises when its Rust code panics: a BaseException, not an Exception.
+    raise PanicException("called `Option::unwrap()` on a `None` value")
 
 
 @pytest.fixture
@@ -169,3 +189,63 @@ class TestTrustedHosts:
         response = await client.get("/health", headers={"Host": host})
         assert response.status_code == 400
         assert response.json()["type"] == "/problems/invalid-host"
+
+
+async def test_a_path_carrying_a_token_is_logged_as_its_template(client):
+    with structlog.testing.capture_logs() as logs:
+        response = await client.get("/api/v1/test/files/signed.payload.and-its-signature")
+    assert response.status_code == 200
+    [line] = [e for e in logs if e["event"] == "request"]
+    assert line["path"] == line["route"] == "/api/v1/test/files/{token}"
+
+
+# ---- unexpected errors ----------------------------------------------------------------------
+
+
+async def test_a_native_panic_is_a_problem_document_and_is_logged(client, capsys, restore_logging):
+    core_logging.configure(level="INFO", fmt="json")
+    response = await client.get("/api/v1/test/panic", headers={"X-Request-ID": "panic-request-1"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["request_id"] == "panic-request-1"
+    assert "unwrap" not in response.text
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    [crash] = [line for line in lines if line["event"] == "unhandled_error"]
+    assert crash["request_id"] == "panic-request-1"
+    assert "PanicException: called `Option::unwrap()`" in crash["exception"]
+    assert len(crash["exception"]) <= core_logging.MAX_EXCEPTION_CHARS + 100
+
+
+def _raising(exc: BaseException):
+    async def app(scope, receive, send):
+        raise exc
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyboardInterrupt(),
+        SystemExit(0),
+        asyncio.CancelledError(),
+        GeneratorExit(),
+        BaseExceptionGroup("cancelled", [asyncio.CancelledError()]),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+async def test_shutdown_and_cancellation_pass_through(exc):
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = RequestContextMiddleware(_raising(exc))
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    with structlog.testing.capture_logs() as logs, pytest.raises(type(exc)):
+        await middleware(scope, receive, send)
+    assert sent == []  # no 500 answered on the way out
+    assert [e["event"] for e in logs] == ["request"]

@@ -4,7 +4,8 @@ Order, outermost first (see `app.create_app`):
 
 1. `SecurityHeadersMiddleware`: CSP, nosniff, referrer policy, frame-ancestors, HSTS over HTTPS.
 2. `RequestContextMiddleware`: request id, one log line, metrics, and the bare 500 for anything
-   unexpected (logged with its traceback, never sent to the client).
+   unexpected (logged with its traceback, never sent to the client), `BaseException`s from native
+   libraries included; only shutdown and cancellation pass through.
 3. `TrustedHostMiddleware`: refuses unknown Host headers with a problem document.
 4. CORS (Starlette's).
 5. `BodyLimitMiddleware`: 413 before a body over the limit is read whole.
@@ -12,6 +13,7 @@ Order, outermost first (see `app.create_app`):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -31,6 +33,22 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{8,128}$")
 # Metric labels must stay bounded: a client can send any method name.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# What must reach the server as raised: Ctrl-C, exit, task cancellation (a client gone, a
+# shutdown), a generator closed. Anything else, e.g. polars' PanicException (a BaseException),
+# is a crash like any other and gets the bare 500.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, GeneratorExit)
+
+
+def _passes_through(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(_PASS_THROUGH) is not None
+    return isinstance(exc, _PASS_THROUGH)
+
+
+def _logged_path(scope: Scope, route: str) -> str:
+    """The request path, or the route template where the path carries a credential (a signed
+    download link, an invitation)."""
+    return route if "{token}" in route else scope["path"]
 
 
 class RequestContextMiddleware:
@@ -68,8 +86,12 @@ class RequestContextMiddleware:
         begin = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled_error", method=method, path=scope["path"])
+        except BaseException as exc:
+            if _passes_through(exc):
+                raise
+            log.exception(
+                "unhandled_error", method=method, path=_logged_path(scope, route_template(scope))
+            )
             if started:  # too late to answer; the server closes the connection
                 raise
             response = problem(
@@ -91,7 +113,7 @@ class RequestContextMiddleware:
                 "request",
                 method=method,
                 route=route,
-                path=scope["path"],
+                path=_logged_path(scope, route),
                 status=status,
                 duration_ms=round(duration * 1000, 2),
             )
