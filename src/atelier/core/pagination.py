@@ -1,7 +1,13 @@
 """Limit/offset pagination with a total, for every list endpoint.
 
 A router takes `params: PageParams` (query `?limit=&offset=`), the service calls
-`paginate(session, statement, params)` and returns a `Page[T]`.
+`paginate(session, statement, params)` and returns a `Page[T]`. A page that takes only an offset
+(the web UI's lists) uses `Offset`.
+
+Both are bounded, so a client gets a 422 rather than a database error: SQLite and PostgreSQL
+take 64-bit integers, and `offset=100000000000000000000` failed in the driver with a 500.
+`MAX_OFFSET` (10^9) is far beyond any table an organisation lists page by page and far within
+every integer type a database binds it to.
 """
 
 from collections.abc import Callable
@@ -16,6 +22,9 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_OFFSET = 1_000_000_000
+
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 
 
 class PageRequest(BaseModel):
@@ -49,7 +58,7 @@ class Page(BaseModel, Generic[T]):
 
 def _page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Offset = 0,
 ) -> PageRequest:
     return PageRequest(limit=limit, offset=offset)
 

@@ -147,7 +147,8 @@ async def job_log(
     job_id: Annotated[str, JobId],
     principal: CurrentPrincipal,
     session: DbSession,
-    after: Annotated[int, Query(ge=0, description="Lines after this line id.")] = 0,
+    # Line ids are 32-bit INTEGERs on PostgreSQL; a larger one would fail in the driver (500).
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Lines after this line id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ):
     await service.get(session, principal, job_id)

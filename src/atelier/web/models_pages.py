@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from atelier.core.deps import AppClock, ClientInfo, DbSession
-from atelier.core.pagination import PageRequest
+from atelier.core.pagination import Offset, PageRequest
 from atelier.identity.orgs import memberships_of
 from atelier.registry import service, versions
 from atelier.registry.models import STAGES
@@ -32,11 +32,11 @@ async def _render(request: Request, session, web_user, name: str, context: dict)
 
 @router.get("/models")
 async def models_page(
-    request: Request, session: DbSession, web_user: auth.SignedIn, offset: int = 0
+    request: Request, session: DbSession, web_user: auth.SignedIn, offset: Offset = 0
 ) -> Response:
     principal = web_user.principal
     page = await service.list_models(
-        session, principal, PageRequest(limit=PAGE_SIZE, offset=max(offset, 0))
+        session, principal, PageRequest(limit=PAGE_SIZE, offset=offset)
     )
     production = await service.production_versions(session, principal, [m.id for m in page.items])
     return await _render(
