@@ -230,6 +230,7 @@ def failing_server(tmp_path: Path):
 
 
 @pytest.mark.live
+@pytest.mark.backend_independent  # a SQLite file of its own
 def test_unhandled_errors_do_not_hold_up_health(failing_server: LiveServer):
     """Ten concurrent reads fail, three times over, while /health is polled.
 
