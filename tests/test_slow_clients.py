@@ -41,16 +41,21 @@ async def _connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 async def _trickle(url: str, head: bytes, pieces: list[bytes], every: float, give_up: float):
     """Send `head`, then one piece every `every` seconds until the server answers or closes.
-    Returns (seconds until it did, what it sent back); `give_up` bounds the wait."""
+    Returns (seconds until it did, what it sent back); `give_up` bounds the wait.
+
+    The pieces go out half a period off the whole seconds where the server's deadlines fall:
+    a piece arriving after the server closed would be answered with a reset, which discards
+    the 408 still unread on the client's side."""
     reader, writer = await _connect(url)
     began = time.monotonic()
     answer = b""
     try:
         writer.write(head)
         await writer.drain()
-        for piece in pieces:
+        for n, piece in enumerate(pieces):
             try:
-                data = await asyncio.wait_for(reader.read(65536), timeout=every)
+                wait = every / 2 if n == 0 else every
+                data = await asyncio.wait_for(reader.read(65536), timeout=wait)
             except TimeoutError:
                 data = None
             if data is not None:  # an answer or end of file: the server is done with us
