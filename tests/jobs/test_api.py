@@ -180,6 +180,23 @@ async def test_the_event_stream_of_an_ended_job(client, alice):
     assert data["status"] == "succeeded"
 
 
+@pytest.mark.parametrize(
+    "last_event_id", ["99999999999999999999:99999999999999999999", "4294967296:1", b"1:\xb2", "x"]
+)
+async def test_a_hostile_last_event_id_starts_the_stream_over(client, alice, last_event_id):
+    """Numbers past the columns' range (a driver error mid-stream before), or digits int()
+    does not read (a superscript two, as Latin-1 header bytes), are not ours: the stream starts
+    from the beginning."""
+    job = (await submit(client, alice, "test.work", {"seconds": 0})).json()
+    headers = {**alice.headers, "Last-Event-ID": last_event_id}
+    async with client.stream(
+        "GET", f"/api/v1/jobs/{job['id']}/events", headers=headers
+    ) as response:
+        text = "".join([chunk async for chunk in response.aiter_text()])
+    names = [block.split("\n")[0] for block in text.split("\n\n") if block]
+    assert names == ["event: log", "event: job", "event: end"]
+
+
 async def test_operators_list_every_organizations_jobs(client, alice, operator, mallory):
     await submit(client, alice, "test.noop")
     await submit(client, mallory, "test.noop")

@@ -32,6 +32,7 @@ kinds_router = APIRouter(prefix=f"{API_PREFIX}/job-kinds", tags=["jobs"])
 admin_router = APIRouter(prefix=f"{API_PREFIX}/admin/jobs", tags=["admin"])
 
 KEEPALIVE_SECONDS = 15.0
+MAX_INT32 = 2**31 - 1  # job revisions and log line ids are 32-bit integers on PostgreSQL
 JobId = Path(max_length=40)
 StatusFilter = Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
 KindFilter = Annotated[str | None, Query(max_length=64)]
@@ -148,7 +149,7 @@ async def job_log(
     principal: CurrentPrincipal,
     session: DbSession,
     # Line ids are 32-bit INTEGERs on PostgreSQL; a larger one would fail in the driver (500).
-    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Lines after this line id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT32, description="Lines after this line id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ):
     await service.get(session, principal, job_id)
@@ -172,16 +173,22 @@ async def job_events(
     await service.get(session, principal, job_id)
     # The stream polls with short sessions of its own; free this one's connection now.
     await session.close()
-    after = (-1, 0)
-    resume = request.headers.get("last-event-id", "")
-    if resume.count(":") == 1 and all(part.isdigit() for part in resume.split(":")):
-        revision, line = (int(part) for part in resume.split(":"))
-        after = (revision, line)
     return StreamingResponse(
-        _events(request, job_id, after),
+        _events(request, job_id, _resume_after(request.headers.get("last-event-id", ""))),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resume_after(last_event_id: str) -> tuple[int, int]:
+    """(revision, line id) from a `Last-Event-ID` of ours, `revision:line`; anything else,
+    numbers past the columns' 32 bits included, starts the stream from the beginning."""
+    parts = last_event_id.split(":")
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
+        revision, line = int(parts[0]), int(parts[1])
+        if max(revision, line) <= MAX_INT32:
+            return revision, line
+    return (-1, 0)
 
 
 async def _events(request: Request, job_id: str, after: tuple[int, int]) -> AsyncIterator[str]:
