@@ -41,6 +41,16 @@ HTTP_IN_PROGRESS = Gauge(
     ["method"],
     multiprocess_mode="livesum",
 )
+RATELIMIT_FALLBACK = Counter(
+    "atelier_ratelimit_fallback_total",
+    "Rate-limit calls counted in process memory because the shared Redis store did not answer.",
+)
+RATELIMIT_STORE_UP = Gauge(
+    "atelier_ratelimit_store_up",
+    "0 while the rate limiter's Redis store does not answer and it counts in memory instead, "
+    "else 1.",
+    multiprocess_mode="livemin",
+)
 
 # Per-worker process samples, only used in multiprocess mode.
 _PROCESS_GAUGES = {

@@ -12,6 +12,7 @@ from atelier.adapters.blobs import create_blob_store
 from atelier.core.blobs import BlobStore
 from atelier.core.clock import SystemClock
 from atelier.core.db import ping
+from atelier.core.ratelimit import RateLimiter
 from atelier.jobs.executor import Executor
 from atelier.ops import migrations
 from atelier.settings import Settings, secret_problems
@@ -97,6 +98,14 @@ async def check_broker(executor: Executor, *, within: float = 5.0) -> Check:
     return Check("broker", "ok", detail, _ms(begin))
 
 
+async def check_rate_limits(limiter: RateLimiter) -> Check:
+    """Which store the rate limiter counts in. Redis down is not a failure: the limiter counts
+    in memory meanwhile (each process on its own), so the detail says so and the check is ok."""
+    begin = time.perf_counter()
+    await limiter.probe()
+    return Check("rate_limits", "ok", limiter.describe(), _ms(begin))
+
+
 def check_secrets(settings: Settings) -> Check:
     problems = secret_problems(settings)
     if settings.profile != "production":
@@ -111,13 +120,19 @@ def _ms(begin: float) -> float:
 
 
 async def readiness_checks(
-    engine: AsyncEngine, store: BlobStore, executor: Executor | None
+    engine: AsyncEngine,
+    store: BlobStore,
+    executor: Executor | None,
+    limiter: RateLimiter | None = None,
 ) -> list[Check]:
     """What `/readiness` checks: the database, the blob store and, where jobs go to a broker or a
-    pool in this process, the executor. The three run at once."""
+    pool in this process, the executor, and which store the rate limiter counts in. They run at
+    once."""
     checks = [check_database(engine), check_storage(store)]
     if executor is not None:
         checks.append(check_broker(executor))
+    if limiter is not None:
+        checks.append(check_rate_limits(limiter))
     return list(await asyncio.gather(*checks))
 
 

@@ -41,7 +41,10 @@ async def readiness(request: Request) -> ReadinessRead:
     state = request.app.state
     executor = state.dispatcher.executor
     checks = await readiness_checks(
-        state.engine, state.blobs, None if isinstance(executor, NoExecutor) else executor
+        state.engine,
+        state.blobs,
+        None if isinstance(executor, NoExecutor) else executor,
+        state.limiter,
     )
     details = {
         c.name: CheckRead(status=c.status, detail=c.detail, duration_ms=c.duration_ms)
