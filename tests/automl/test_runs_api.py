@@ -11,7 +11,11 @@ from sqlalchemy import func, select
 
 from atelier.automl import artifacts
 from atelier.automl.models import AutomlRun
+from atelier.automl.service import MODEL_ROOM_BYTES
+from atelier.identity.models import Organization
 from atelier.jobs.models import Job
+from atelier.plans.models import Plan
+from atelier.storage.service import storage_used
 from tests.automl.factories import make_run
 from tests.identity.factories import join, make_user, sign_in
 
@@ -165,3 +169,57 @@ async def test_a_run_without_a_model_says_so(client, alice, homes, db_session):
     for path in ("model", "report"):
         response = await client.get(f"/api/v1/automl/runs/{run.id}/{path}", headers=alice.headers)
         assert response.status_code == 409
+
+
+async def limit_storage(db_session, org_id: str, max_storage_bytes: int) -> None:
+    plan_id = select(Organization.plan_id).where(Organization.id == org_id).scalar_subquery()
+    await db_session.execute(
+        Plan.__table__.update()
+        .where(Plan.id == plan_id)
+        .values(max_storage_bytes=max_storage_bytes)
+    )
+    await db_session.commit()
+
+
+@pytest.mark.parametrize("room", [0, 1000, MODEL_ROOM_BYTES - 1])
+async def test_a_run_is_refused_at_once_when_its_model_cannot_be_stored(
+    client, alice, homes, db_session, room
+):
+    """Not accepted, then failed with QuotaExceeded once its whole budget is spent."""
+    used = await storage_used(db_session, alice.org_id)
+    await limit_storage(db_session, alice.org_id, used + room)
+    response = await start(client, alice, dataset_id=homes, target="sold_fast", budget_seconds=10)
+    assert response.status_code == 402, response.text
+    problem = response.json()
+    assert problem["type"].endswith("quota-exceeded")
+    assert (problem["meter"], problem["limit"], problem["used"]) == (
+        "storage_bytes",
+        used + room,
+        used,
+    )
+    assert await db_session.scalar(select(func.count()).select_from(AutomlRun)) == 0
+    assert await db_session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+async def test_a_run_with_room_for_its_model_is_accepted(client, alice, homes, db_session):
+    used = await storage_used(db_session, alice.org_id)
+    await limit_storage(db_session, alice.org_id, used + MODEL_ROOM_BYTES)
+    response = await start(client, alice, dataset_id=homes, target="sold_fast", budget_seconds=10)
+    assert response.status_code == 202, response.text
+    job = response.json()["job"]
+    assert job["status"] == "succeeded", job["error"]  # the floor held its model
+
+
+async def test_a_failed_run_is_finished(client, alice, homes):
+    """Regression needs a numeric target: the job fails in the search, and the run ends."""
+    response = await start(
+        client, alice, dataset_id=homes, target="sold_fast", task="regression", budget_seconds=10
+    )
+    assert response.status_code == 202, response.text
+    run, job = response.json()["run"], response.json()["job"]
+    assert job["status"] == "failed"
+    assert "regression needs numbers" in job["error"]["detail"]
+    assert run["finished_at"] is not None
+    assert run["has_model"] is False
+    read = await client.get(f"/api/v1/automl/runs/{run['id']}", headers=alice.headers)
+    assert read.json()["run"]["finished_at"] == run["finished_at"]

@@ -45,6 +45,17 @@ class RunGone(Exception):
 def train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
     """Search models for an AutoML run within its time budget; record the leaderboard and the
     results (holdout metrics, dropped columns, feature importance) on the run."""
+    try:
+        return _train(ctx, payload)
+    except BaseException:
+        # Nothing here raises RetryableError: whatever ends this attempt (a handler error, the
+        # storage quota at the save, a cancellation, the time limit) ends the job, so the run
+        # ends too. Fenced: a run whose claim was lost changes nothing.
+        ctx.call(_update(ctx, payload.run_id, {"finished_at": ctx.clock.now()}))
+        raise
+
+
+def _train(ctx: JobContext, payload: TrainPayload) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from atelier.automl.engine import TrainConfig
@@ -266,6 +277,10 @@ async def _save(
             metric=metric,
             finished_at=ctx.clock.now(),
         )
+    await _update(ctx, run_id, values)
+
+
+async def _update(ctx: JobContext, run_id: str, values: dict[str, Any]) -> None:
     # Fenced like the job's own writes: a run whose claim was lost changes nothing.
     current = exists().where(
         Job.id == ctx.job_id, Job.attempt == ctx.attempt, Job.status == RUNNING

@@ -20,15 +20,23 @@ from atelier.core.pagination import Page, PageRequest, paginate
 from atelier.core.principal import Principal
 from atelier.core.tenancy import get_owned, org_select
 from atelier.datasets import service as datasets
+from atelier.identity import orgs
 from atelier.jobs import service as jobs
 from atelier.jobs.dispatch import Dispatcher
 from atelier.jobs.models import Job
 from atelier.jobs.registry import JobKind
 from atelier.settings import Settings
+from atelier.storage import service as storage
 from atelier.storage.models import StoredBlob
 
 TRAIN_KIND = "automl.train"
 MODEL_LINK_LIFETIME = timedelta(minutes=10)
+# The room a run must find left in the organization's storage when it is submitted: its model
+# folder (zipped: the skops ensemble, its signature and report) is stored at the end; on a
+# 400-row table with a 10 s budget it takes 1.3 to 3.5 MB, more on larger tables. Below this
+# floor the run would spend its whole budget, then fail on the save. A floor, not an estimate:
+# the save still enforces the limit exactly.
+MODEL_ROOM_BYTES = 8 << 20
 # What each task may be scored with; the first is the default.
 TASK_METRICS = {
     "binary": ("roc_auc", "log_loss", "accuracy", "balanced_accuracy", "f1"),
@@ -73,6 +81,10 @@ async def create_run(
                     "This Idempotency-Key was already used for a different run", run_id=run.id
                 )
             return run, earlier
+    plan = await orgs.plan_of(session, principal.org_id)
+    await storage.check_room(
+        session, principal.org_id, plan, needed=MODEL_ROOM_BYTES, what="an AutoML run's model"
+    )
     budget = body.budget_seconds or settings.automl.default_budget_seconds
     async with transaction(session):
         run = AutomlRun(

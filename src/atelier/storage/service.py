@@ -107,6 +107,26 @@ def _over_quota(plan: Plan, used: int) -> QuotaExceeded:
     )
 
 
+async def check_room(
+    session: AsyncSession, org_id: str, plan: Plan, *, needed: int, what: str
+) -> None:
+    """Refuse (402, meter `storage_bytes`) unless `needed` more bytes fit under the plan's
+    storage limit: for work that stores a file at its end (`what`), refused before it starts
+    rather than after it spent its time. A floor, not a reservation: the save checks again."""
+    limit = plan.max_storage_bytes
+    if limit is None:
+        return
+    used = await storage_used(session, org_id)
+    if used + needed > limit:
+        raise QuotaExceeded(
+            f"The {plan.name} plan allows {limit} storage bytes; {used} in use, "
+            f"and {what} needs at least {needed} more",
+            meter=STORAGE_GAUGE,
+            limit=limit,
+            used=used,
+        )
+
+
 async def get_blob(session: AsyncSession, principal: Principal, blob_id: str) -> StoredBlob:
     """The blob in the principal's organization, or NotFound (another organization's too)."""
     return await get_owned(session, StoredBlob, principal, blob_id, what="file")
