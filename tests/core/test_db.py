@@ -406,6 +406,9 @@ async def test_transient_failures_are_told_from_refused_statements(tmp_path):
         with pytest.raises(IntegrityError) as duplicate:
             async with maker() as session, transaction(session):
                 await session.execute(notes.insert().values(id=1, body="again"))
+        with pytest.raises(OperationalError, match="no such table") as missing:
+            async with maker() as session:
+                await session.execute(text("SELECT * FROM no_such_table"))
     finally:
         await engine.dispose()
     nowhere = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
@@ -417,4 +420,5 @@ async def test_transient_failures_are_told_from_refused_statements(tmp_path):
     assert db.is_transient(refused.value) is True
     assert db.is_transient(PoolTimeout("QueuePool limit reached")) is True
     assert db.is_transient(duplicate.value) is False
+    assert db.is_transient(missing.value) is False  # SQLite's OperationalError for a bug
     assert db.is_transient(ValueError("not the database")) is False

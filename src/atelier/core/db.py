@@ -188,12 +188,20 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
+
+
 def is_transient(exc: BaseException) -> bool:
     """A database failure that may pass if the work is tried again: the server or the
     connection (refused, dropped, restarted), a lock held past the busy timeout, no free pooled
     connection in time; not a statement the database refuses (a constraint, a type)."""
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+        if exc.connection_invalidated:
+            return True
+        sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
+        if sqlite_code is not None:  # a missing table is an OperationalError there too
+            return sqlite_code & 0xFF in _SQLITE_BUSY_CODES
+        return isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, OSError | TimeoutError | PoolTimeout)
 
 
