@@ -71,3 +71,13 @@ class TooManyRequests(AtelierError):
 
 class ServiceUnavailable(AtelierError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached (refused, reset, no pooled connection in time, a
+    SQLite lock held past the busy timeout): nothing was done, the same request may succeed."""
+
+    status, slug, title = 503, "database-unavailable", "Database unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)

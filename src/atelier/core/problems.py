@@ -2,8 +2,10 @@
 
 `install(app)` registers the handlers: domain errors (`AtelierError`), Starlette's HTTP errors
 (unknown route, wrong method), and request validation (422 with a field-level `errors` list).
-Unexpected exceptions are turned into a bare 500 by `core.middleware.RequestContextMiddleware`,
-which logs them with the request id. A browser asking for a page outside `/api/` gets the same
+A database that cannot be reached (`core.db.is_transient`) is a 503
+`database-unavailable` with `Retry-After`, logged as one warning line. Other unexpected
+exceptions are turned into a bare 500 by `core.middleware.RequestContextMiddleware`, which logs
+them with the request id. A browser asking for a page outside `/api/` gets the same
 error as an HTML page in its language, when the app provides one.
 
 `document_problems(schema, statuses)` declares these responses in the OpenAPI document, with
@@ -15,13 +17,18 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from atelier.core.errors import AtelierError
+from atelier.core.db import is_transient
+from atelier.core.errors import AtelierError, DatabaseUnavailable
 from atelier.core.routing import API_PREFIX
+
+log = structlog.get_logger("atelier.http")
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "/problems/"
@@ -85,6 +92,30 @@ async def _atelier_error(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+# What a failure to reach the database is raised as: SQLAlchemy's errors, and the driver's own
+# socket errors when a new connection is refused or times out (asyncpg's are not wrapped).
+# `is_transient` tells an outage from a statement the database refused, which stays a 500.
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, ConnectionError, TimeoutError)
+DATABASE_RETRY_AFTER = 5  # seconds
+
+
+async def _database_error(request: Request, exc: Exception) -> ProblemResponse:
+    if not is_transient(exc):
+        raise exc  # a bug: the bare 500, with its traceback logged
+    cause = exc.orig if isinstance(exc, DBAPIError) else None
+    # One line without the message, which may hold the statement or the server's address.
+    log.warning(
+        "database_unavailable",
+        error=type(exc).__name__,
+        cause=type(cause).__name__ if cause is not None else None,
+    )
+    unavailable = DatabaseUnavailable(
+        "The database cannot be reached right now. Try again in a few seconds.",
+        retry_after=DATABASE_RETRY_AFTER,
+    )
+    return await _atelier_error(request, unavailable)
+
+
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
@@ -146,6 +177,8 @@ def install(app: FastAPI, *, html_page: HtmlPage | None = None) -> None:
     app.add_exception_handler(AtelierError, negotiated(_atelier_error))
     app.add_exception_handler(StarletteHTTPException, negotiated(_http_error))
     app.add_exception_handler(RequestValidationError, negotiated(_validation_error))
+    for error in _DATABASE_ERRORS:
+        app.add_exception_handler(error, negotiated(_database_error))
 
 
 # ---- OpenAPI ---------------------------------------------------------------------------------
