@@ -30,6 +30,7 @@ from atelier.ops import migrations
 from atelier.settings import DatabaseSettings
 from tests.conftest import LiveServer, cli_env, free_port
 from tests.failing_app import READ_PATH
+from tests.failing_app import router as failing_router
 from tests.identity.factories import make_user, personal_org_id, sign_in
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +86,25 @@ async def test_a_write_behind_a_held_lock_is_a_503_then_succeeds(make_settings, 
                 holder.rollback()
                 holder.close()
             assert (await submit(client, alice)).status_code == 202
+    finally:
+        await app.state.engine.dispose()
+
+
+# ---- PostgreSQL: a server that cannot be reached at all --------------------------------------
+
+
+@pytest.mark.backend_independent  # no server: nothing listens there
+@pytest.mark.parametrize("where", ["refused", "unresolvable"])
+async def test_a_server_that_cannot_be_reached_is_a_503(make_settings, where: str):
+    """asyncpg raises the socket's own error when it cannot connect (SQLAlchemy does not wrap
+    it): a refused connection, or a host name that does not resolve."""
+    host = f"127.0.0.1:{free_port()}" if where == "refused" else "db.invalid"
+    app = create_app(make_settings(database={"url": f"postgresql://nobody@{host}/none"}))
+    app.include_router(failing_router)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert_database_unavailable(await client.get(READ_PATH))
     finally:
         await app.state.engine.dispose()
 

@@ -13,6 +13,7 @@ the `Problem` schema in place of FastAPI's validation error (which is never sent
 """
 
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -93,9 +94,15 @@ async def _atelier_error(request: Request, exc: Exception) -> ProblemResponse:
 
 
 # What a failure to reach the database is raised as: SQLAlchemy's errors, and the driver's own
-# socket errors when a new connection is refused or times out (asyncpg's are not wrapped).
-# `is_transient` tells an outage from a statement the database refused, which stays a 500.
-_DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, ConnectionError, TimeoutError)
+# socket errors when a new connection is refused, times out or its host name does not resolve
+# (asyncpg's are not wrapped). `is_transient` tells an outage from a statement the database
+# refused, which stays a 500.
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    SQLAlchemyError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+)
 DATABASE_RETRY_AFTER = 5  # seconds
 
 
