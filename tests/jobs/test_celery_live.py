@@ -1,6 +1,7 @@
 """Celery as the executor, with real processes: `atelier api` + `atelier worker` +
 `atelier scheduler` on a Redis server of the test's own (so the test may stop and restart it)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -160,6 +161,20 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
+def worker_events(process: subprocess.Popen, *names: str, within: float = 10.0) -> list[dict]:
+    """Atelier's JSON events in a worker's log, once one of each of `names` is there (a job's
+    line is written just after its row)."""
+    deadline = time.monotonic() + within
+    while True:
+        events = []
+        for line in process.log_path.read_text(errors="replace").splitlines():  # type: ignore[attr-defined]
+            if line.startswith("{"):
+                events.append(json.loads(line))
+        if {e.get("event") for e in events} >= set(names) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.1)
+
+
 def test_api_worker_and_scheduler_run_jobs(stack):
     metrics_port = free_port()
     stack.worker("--metrics-port", str(metrics_port))
@@ -178,7 +193,7 @@ def test_api_worker_and_scheduler_run_jobs(stack):
 
 
 def test_a_worker_process_killed_mid_job_is_redone_once(stack, tmp_path):
-    stack.worker()
+    worker = stack.worker()
     headers = sign_up(stack.api.url)
     ledger = tmp_path / "ledger.txt"
     job = submit(stack.api.url, headers, "test.work", {"seconds": 2, "ledger": str(ledger)})
@@ -191,6 +206,34 @@ def test_a_worker_process_killed_mid_job_is_redone_once(stack, tmp_path):
     assert done["result"]["pid"] != pid
     events = [line.split()[0] for line in ledger.read_text().splitlines()]
     assert events == ["start", "start", "done"]
+    # The recovery shows in the worker's log, as it does in the embedded pool's.
+    logged = worker_events(worker, "jobs_requeued_after_lost_run", "job_finished")
+    requeued = [e for e in logged if e["event"] == "jobs_requeued_after_lost_run"]
+    assert [e["jobs"] for e in requeued] == [[job["id"]]]
+    finished = [e for e in logged if e["event"] == "job_finished"]
+    assert [(e["job_id"], e["status"]) for e in finished] == [(job["id"], "succeeded")]
+
+
+def test_celery_worker_logs_carry_the_job_events(stack):
+    """Each worker process logs Atelier's job events as JSON lines on the worker's stderr,
+    bound to their job, as the embedded pool does (Celery must not swallow or re-route them)."""
+    worker = stack.worker()
+    headers = sign_up(stack.api.url)
+    ok = submit(stack.api.url, headers, "test.noop")
+    bad = submit(stack.api.url, headers, "test.boom")
+    wait_for(stack.api.url, headers, ok["id"], "succeeded")
+    wait_for(stack.api.url, headers, bad["id"], "failed")
+    logged = worker_events(worker, "job_finished", "job_handler_failed")
+    finished = {e["job_id"]: e for e in logged if e["event"] == "job_finished"}
+    assert finished[ok["id"]]["status"] == "succeeded"
+    assert finished[ok["id"]]["kind"] == "test.noop"
+    assert finished[ok["id"]]["level"] == "info"
+    assert finished[bad["id"]]["status"] == "failed"
+    broke = [e for e in logged if e["event"] == "job_handler_failed"]
+    assert [(e["job_id"], e["kind"], e["level"]) for e in broke] == [
+        (bad["id"], "test.boom", "error")
+    ]
+    assert "ValueError: the handler broke" in broke[0]["exception"]
 
 
 def test_a_whole_worker_killed_mid_job_is_recovered_by_the_sweeper(stack, tmp_path):

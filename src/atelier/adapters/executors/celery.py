@@ -9,6 +9,10 @@ Celery only carries "run job X"; the job row stays the source of truth (`jobs.ru
 - Time limits: the runtime enforces each job's own limit; Celery's hard `time_limit` (the job's
   limit plus the grace period and a margin) is the backstop that ends a stuck process.
 - Retries with exponential backoff are the runtime's (`RetryableError`), not Celery's.
+- Logging is Atelier's, in the main process and in each pool process: Celery neither configures
+  it (a `setup_logging` receiver) nor redirects stdout and stderr to its logger, which in a pool
+  process would have swallowed every job event (the handler's stream would have been Celery's
+  proxy, which drops what comes back to it). `--loglevel` sets only Celery's own loggers.
 - One message carries up to `BATCH` jobs of one queue (jobs released or submitted together), so
   a busy system pays Celery's per-message work once per batch, not once per job. The worker
   process runs them one after the other; a job still running after `HAND_BACK_AFTER`, or a batch
@@ -22,6 +26,7 @@ Celery only carries "run job X"; the job row stays the source of truth (`jobs.ru
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable
@@ -30,7 +35,7 @@ from typing import Any
 
 import structlog
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 from kombu.utils.url import maybe_sanitize_url
 
@@ -62,6 +67,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue="default",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         enable_utc=True,
         beat_schedule=_beat_schedule(settings),
@@ -85,6 +91,7 @@ def make_celery(settings: Settings) -> Celery:
             return
         state.run(task.fn(runtime))
 
+    setup_logging.connect(state.setup_logging, weak=False)
     worker_process_init.connect(state.start, weak=False)
     worker_process_shutdown.connect(state.stop, weak=False)
     app.atelier_state = state  # type: ignore[attr-defined]
@@ -117,10 +124,22 @@ class _WorkerState:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runtime = None
 
-    def start(self, **_: Any) -> None:
+    def setup_logging(self, loglevel: int | str | None = None, **_: Any) -> None:
+        """In place of Celery's logging setup (worker and beat): Atelier's, with the worker's
+        `--loglevel` for Celery's own loggers."""
+        self.configure_logging()
+        if loglevel:
+            logging.getLogger("celery").setLevel(loglevel)
+
+    def configure_logging(self) -> None:
         from atelier.core import logging as core_logging
 
         core_logging.configure(level=self.settings.logging.level, fmt=self.settings.log_format)
+
+    def start(self, **_: Any) -> None:
+        # A pool process inherits the main process's handlers; configured again all the same,
+        # on this process's own stderr.
+        self.configure_logging()
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
 
