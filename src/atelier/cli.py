@@ -464,15 +464,17 @@ def storage_check(
     examples: Annotated[int, typer.Option(help="Keys shown per kind of mismatch.", min=0)] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Compare stored-blob rows with the store's objects; exit 1 on any mismatch.
+    """Compare stored-blob rows with the store's objects, and count what crashed uploads left;
+    exit 1 on any mismatch, or on a leftover older than the garbage collector's grace.
 
     Reads only (one stat per row: run it off-peak on a remote store). Objects without rows
-    younger than the garbage collector's grace period may be uploads in flight.
+    and leftovers younger than the grace period may be uploads in flight.
     """
     from dataclasses import asdict
+    from datetime import timedelta
 
     from atelier.adapters.blobs import create_blob_store
-    from atelier.storage.integrity import integrity_report
+    from atelier.storage.integrity import integrity_report, spool_root
 
     settings = load_settings()
     store = create_blob_store(
@@ -481,7 +483,14 @@ def storage_check(
 
     async def run(engine: AsyncEngine):
         async with create_sessionmaker(engine)() as session:
-            return await integrity_report(session, store, examples=examples)
+            return await integrity_report(
+                session,
+                store,
+                examples=examples,
+                spool_root=spool_root(settings.data_dir),
+                clock=SystemClock(),
+                grace=timedelta(seconds=settings.storage.gc_grace_seconds),
+            )
 
     report = _with_engine(settings, run)
     if as_json:
@@ -499,6 +508,17 @@ def storage_check(
             console.print(f"{finding.count} {label}", markup=False)
             for key in finding.examples:
                 console.print(f"  {key}", markup=False)
+        for label, leftovers in (
+            ("unfinished writes in the store", report.partial_writes),
+            ("upload spool folders", report.spool_folders),
+        ):
+            console.print(
+                f"{leftovers.count} {label} ({leftovers.bytes} bytes, "
+                f"{leftovers.stale} past the grace period)",
+                markup=False,
+            )
+            for name in leftovers.examples:
+                console.print(f"  {name}", markup=False)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from atelier.adapters.blobs.local import LocalBlobStore
-from atelier.core.blobs import BlobTooLarge, org_key, validate_key
+from atelier.core.blobs import BlobTooLarge, PartialWrite, org_key, validate_key
 from atelier.core.clock import FixedClock
 from atelier.core.errors import InvalidInput, NotFound
 
@@ -128,3 +128,32 @@ async def test_signed_links_expire_and_cannot_be_forged(store, clock):
     clock.advance(timedelta(minutes=6))
     with pytest.raises(NotFound):
         store.read_signed(token)
+
+
+# ---- unfinished writes ------------------------------------------------------------------------
+
+
+async def test_a_put_killed_midway_is_listed_as_unfinished_and_can_be_discarded(store, tmp_path):
+    await store.put("orgs/o/a.bin", stream(b"whole"), content_type="x/y", max_bytes=100)
+    # What a `put` killed mid-stream leaves: its temporary file beside the finished blobs.
+    left = tmp_path / "blobs" / "orgs" / "o" / ".tmp-0123456789abcdef"
+    left.write_bytes(b"half a blob")
+    assert [info.key async for info in store.list_keys("orgs/")] == ["orgs/o/a.bin"]
+    partials = [p async for p in store.list_partials()]
+    assert [(p.name, p.size) for p in partials] == [("orgs/o/.tmp-0123456789abcdef", 11)]
+    assert abs(partials[0].last_write.timestamp() - left.stat().st_mtime) < 1
+    await store.discard_partial(partials[0])
+    assert not left.exists()
+    assert [p async for p in store.list_partials()] == []
+    assert await read(store, "orgs/o/a.bin") == b"whole"
+
+
+async def test_discard_partial_removes_only_unfinished_writes(store, tmp_path):
+    await store.put("orgs/o/a.bin", stream(b"whole"), content_type="x/y", max_bytes=100)
+    outside = tmp_path / ".tmp-outside"
+    outside.write_bytes(b"not the store's")
+    for name in ("orgs/o/a.bin", "../.tmp-outside"):
+        with pytest.raises(NotFound):
+            await store.discard_partial(PartialWrite(name, 0, NOW))
+    assert await read(store, "orgs/o/a.bin") == b"whole"
+    assert outside.exists()

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from atelier.adapters.blobs import create_blob_store
 from atelier.adapters.blobs.local import LocalBlobStore
 from atelier.adapters.blobs.s3 import S3BlobStore
-from atelier.core.blobs import BlobTooLarge, org_key
+from atelier.core.blobs import BlobTooLarge, PartialWrite, org_key
 from atelier.core.clock import FixedClock
 from atelier.core.errors import InvalidInput, NotFound
 from atelier.ops.checks import check_storage
@@ -403,3 +403,28 @@ async def test_the_storage_class_is_applied_to_blobs(make_store, s3_client):
         assert (
             s3_client.head_object(Bucket=store.bucket, Key=key).get("StorageClass") == "STANDARD_IA"
         )
+
+
+# ---- unfinished writes ------------------------------------------------------------------------
+
+
+async def test_an_upload_killed_midway_is_listed_as_unfinished_and_aborted(store, s3_client):
+    # What a `put` killed between parts leaves: a multipart upload to a staging key, never
+    # completed nor aborted, and a staging object a crash before the copy left.
+    started = s3_client.create_multipart_upload(Bucket=store.bucket, Key=".uploads/killed")
+    s3_client.put_object(Bucket=store.bucket, Key=".uploads/copied-never", Body=b"whole")
+    await store.put("orgs/o/a.bin", stream(b"kept"), content_type="x/y", max_bytes=100)
+    partials = [p async for p in store.list_partials()]
+    assert sorted(p.name for p in partials) == [
+        ".uploads/copied-never",
+        f".uploads/killed?uploadId={started['UploadId']}",
+    ]
+    assert all(p.last_write.tzinfo is not None for p in partials)
+    for partial in partials:
+        await store.discard_partial(partial)
+        await store.discard_partial(partial)  # gone already: not an error
+    assert pending_uploads(s3_client, store.bucket) == []
+    assert objects(s3_client, store.bucket) == ["orgs/o/a.bin"]
+    with pytest.raises(NotFound):
+        await store.discard_partial(PartialWrite("orgs/o/a.bin", 0, NOW))
+    assert await read(store, "orgs/o/a.bin") == b"kept"

@@ -2,6 +2,7 @@
 integrity report, on a local blob store in tmp_path."""
 
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -366,3 +367,54 @@ async def test_a_consistent_store_reports_ok(db_session, store, clock):
     report = await integrity.integrity_report(db_session, store)
     assert report.ok
     assert (report.rows_checked, report.objects_checked) == (1, 1)
+
+
+def touched(path, when: datetime) -> None:
+    """Set the last write of `path` (and what is inside it) to `when`."""
+    for item in [path, *path.rglob("*")]:
+        os.utime(item, (when.timestamp(), when.timestamp()))
+
+
+async def test_leftovers_of_crashed_uploads_are_reported_then_removed_past_the_grace(
+    db_session, store, clock, tmp_path
+):
+    grace = timedelta(hours=24)
+    spool = tmp_path / "var" / "tmp"
+    folders = {}
+    for name, last_write in (("dead", NOW - grace), ("in-flight", NOW - grace / 2)):
+        folders[name] = spool / f"upload-{name}"
+        (folders[name] / "original").parent.mkdir(parents=True)
+        (folders[name] / "original").write_bytes(b"a,b\n1,2\n")
+        touched(folders[name], last_write)
+    partials = {}
+    for name, last_write in (("dead", NOW - grace), ("in-flight", NOW - timedelta(minutes=1))):
+        partials[name] = tmp_path / "blobs" / "orgs" / "org_a" / f".tmp-{name}"
+        partials[name].parent.mkdir(parents=True, exist_ok=True)
+        partials[name].write_bytes(b"12345")
+        touched(partials[name], last_write)
+    (spool / "not-an-upload").mkdir()  # other spool users' folders are not judged
+    touched(spool / "not-an-upload", NOW - 2 * grace)
+
+    report = await integrity.integrity_report(
+        db_session, store, spool_root=spool, clock=clock, grace=grace
+    )
+    assert (report.spool_folders.count, report.spool_folders.stale) == (2, 1)
+    assert report.spool_folders.bytes == 16
+    assert (report.partial_writes.count, report.partial_writes.stale) == (2, 1)
+    assert report.partial_writes.examples == ["orgs/org_a/.tmp-dead", "orgs/org_a/.tmp-in-flight"]
+    assert not report.ok
+
+    collected = await integrity.collect_garbage(
+        db_session, store, clock=clock, grace=grace, spool_root=spool
+    )
+    assert (collected.partials_removed, collected.spool_folders_removed) == (1, 1)
+    assert not folders["dead"].exists()
+    assert not partials["dead"].exists()
+    assert folders["in-flight"].exists()
+    assert partials["in-flight"].exists()
+    assert (spool / "not-an-upload").exists()
+    report = await integrity.integrity_report(
+        db_session, store, spool_root=spool, clock=clock, grace=grace
+    )
+    assert (report.spool_folders.count, report.partial_writes.count) == (1, 1)
+    assert report.ok

@@ -8,7 +8,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +24,19 @@ class BlobInfo:
     size: int
     sha256: str
     content_type: str
+
+
+@dataclass(frozen=True)
+class PartialWrite:
+    """A write that never finished (its process died mid-`put`): invisible to `list_keys`.
+
+    `name` is the store's own handle for it (shown to operators, given back to
+    `discard_partial`); `last_write` is when bytes last reached it.
+    """
+
+    name: str
+    size: int
+    last_write: datetime
 
 
 class BlobTooLarge(PayloadTooLarge):
@@ -55,6 +68,14 @@ class BlobStore(Protocol):
 
     async def probe(self) -> None:
         """Write, read back and delete a tiny object outside the keys; raise if a step fails."""
+        ...
+
+    def list_partials(self) -> AsyncIterator[PartialWrite]:
+        """Unfinished writes, including those in flight (tell them apart by `last_write`)."""
+        ...
+
+    async def discard_partial(self, partial: PartialWrite) -> None:
+        """Remove an unfinished write; one already gone is not an error."""
         ...
 
 

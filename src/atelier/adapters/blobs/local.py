@@ -13,16 +13,17 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from atelier.core.blobs import BlobInfo, BlobTooLarge, validate_key
+from atelier.core.blobs import BlobInfo, BlobTooLarge, PartialWrite, validate_key
 from atelier.core.clock import Clock
 from atelier.core.errors import NotFound
 
 META_SUFFIX = ".meta.json"
+PARTIAL_PREFIX = ".tmp-"
 CHUNK = 64 * 1024
 
 
@@ -54,7 +55,7 @@ class LocalBlobStore:
     ) -> BlobInfo:
         path = self.path_of(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+        tmp = path.parent / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
         digest, size = hashlib.sha256(), 0
         try:
             with tmp.open("wb") as fh:
@@ -127,6 +128,32 @@ class LocalBlobStore:
                 if info is not None:
                     yield info
 
+    # ---- unfinished writes -----------------------------------------------------------------
+
+    async def list_partials(self) -> AsyncIterator[PartialWrite]:
+        """The `.tmp-*` files a `put` killed mid-stream left (with their metadata beside them);
+        `last_write` is the file's mtime, which every write moves forward."""
+        for path in sorted(await asyncio.to_thread(_partial_files, self.root)):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # finished or discarded since the listing
+                continue
+            yield PartialWrite(
+                path.relative_to(self.root).as_posix(),
+                stat.st_size,
+                datetime.fromtimestamp(stat.st_mtime, UTC),
+            )
+
+    async def discard_partial(self, partial: PartialWrite) -> None:
+        await asyncio.to_thread(self._discard_partial, partial.name)
+
+    def _discard_partial(self, name: str) -> None:
+        path = Path(os.path.realpath(self.root / name))
+        inside = os.path.commonpath([self.root, path]) == str(self.root)
+        if not inside or not path.name.startswith(PARTIAL_PREFIX):
+            raise NotFound(f"No unfinished write {name}")
+        path.unlink(missing_ok=True)
+
     # ---- signed URLs ---------------------------------------------------------------------
 
     async def signed_url(
@@ -169,6 +196,10 @@ class LocalBlobStore:
     @staticmethod
     def _meta_path(path: Path) -> Path:
         return path.with_name(path.name + META_SUFFIX)
+
+
+def _partial_files(root: Path) -> list[Path]:
+    return [path for path in root.rglob(f"{PARTIAL_PREFIX}*") if path.is_file()]
 
 
 def _flush(fh) -> None:

@@ -13,7 +13,8 @@ SHA-256 or the old one, and an upload that fails (too large, a broken stream, a 
 is aborted and leaves nothing. `.uploads/` and `.probe/` can never clash with a key: a key's
 segments never start with a dot. A crash between two steps can leave a staging object or an
 unfinished upload behind: a bucket lifecycle rule expiring `.uploads/` and aborting incomplete
-multipart uploads after a day clears them (see docs/operations.md).
+multipart uploads after a day clears them (see docs/operations.md); so does the garbage
+collector, through `list_partials` and `discard_partial`.
 
 Each blob keeps its SHA-256 in `x-amz-meta-sha256` and its content type in `Content-Type`; objects
 written by other tools read back with an empty `sha256`. Listing costs one HeadObject per blob
@@ -37,7 +38,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from atelier.core.blobs import BlobInfo, BlobTooLarge, validate_key
+from atelier.core.blobs import BlobInfo, BlobTooLarge, PartialWrite, validate_key
 from atelier.core.clock import Clock
 from atelier.core.errors import InvalidInput, NotFound
 
@@ -53,6 +54,7 @@ STAGING = ".uploads/"
 PROBES = ".probe/"
 _HEADS_AT_ONCE = 16
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_UPLOAD_ID = "?uploadId="
 
 
 class S3BlobStore:
@@ -272,6 +274,52 @@ class S3BlobStore:
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
+
+    # ---- unfinished writes -----------------------------------------------------------------
+
+    async def list_partials(self) -> AsyncIterator[PartialWrite]:
+        """Multipart uploads never completed nor aborted (named `<staging key>?uploadId=<id>`,
+        size 0: S3 lists parts only one upload at a time; `last_write` is when it began), then
+        staging objects never copied to their key."""
+        staging = self.prefix + STAGING
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": staging}
+        while True:
+            page = await asyncio.to_thread(self.client.list_multipart_uploads, **request)
+            for upload in page.get("Uploads", []):
+                name = upload["Key"].removeprefix(self.prefix) + _UPLOAD_ID + upload["UploadId"]
+                yield PartialWrite(name, 0, upload["Initiated"])
+            if not page.get("IsTruncated"):
+                break
+            request["KeyMarker"] = page["NextKeyMarker"]
+            request["UploadIdMarker"] = page["NextUploadIdMarker"]
+        request = {"Bucket": self.bucket, "Prefix": staging, "MaxKeys": self.list_page_size}
+        while True:
+            page = await asyncio.to_thread(self.client.list_objects_v2, **request)
+            for item in page.get("Contents", []):
+                name = item["Key"].removeprefix(self.prefix)
+                yield PartialWrite(name, item["Size"], item["LastModified"])
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def discard_partial(self, partial: PartialWrite) -> None:
+        name, _, upload_id = partial.name.partition(_UPLOAD_ID)
+        if not name.startswith(STAGING):
+            raise NotFound(f"No unfinished write {partial.name}")
+        key = self.prefix + name
+        try:
+            if upload_id:
+                await asyncio.to_thread(
+                    self.client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                )
+            else:
+                await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) not in {"NoSuchUpload", *_MISSING}:
+                raise
 
     # ---- signed URLs ---------------------------------------------------------------------
 
