@@ -8,8 +8,6 @@ ones, then forwards again (the shared server itself cannot be stopped)."""
 import asyncio
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,7 +26,8 @@ from atelier.app import create_app
 from atelier.core.db import create_engine
 from atelier.ops import migrations
 from atelier.settings import DatabaseSettings
-from tests.conftest import LiveServer, cli_env, free_port
+from tests import failing_app
+from tests.conftest import LiveServer, free_port
 from tests.failing_app import READ_PATH
 from tests.failing_app import router as failing_router
 from tests.identity.factories import make_user, personal_org_id, sign_in
@@ -234,36 +233,8 @@ def live_server(tmp_path: Path, proxied) -> Iterator[tuple[Proxy, LiveServer]]:
     """`tests.failing_app:build` under uvicorn as `atelier api` runs it, through the proxy, with
     the default log format (console)."""
     proxy, url = proxied
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = cli_env(tmp_path, url, ATELIER_LOGGING__FORMAT="auto", PYTHONPATH=str(REPO))
-    serve = (
-        "import uvicorn; uvicorn.run('tests.failing_app:build', factory=True, host='127.0.0.1', "
-        f"port={port}, log_config=None, access_log=False)"
-    )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", serve], env=env, cwd=tmp_path, stdout=log, stderr=log
-        )
-    server = LiveServer(process, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.log()
-            assert time.monotonic() < deadline, server.log()
-            try:
-                if httpx.get(server.url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with failing_app.serve(tmp_path, url) as server:
         yield proxy, server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.live

@@ -1,10 +1,9 @@
 """What an error costs: a 422 where a bad parameter used to reach the database, logs that
 never show a credential, and an unhandled error that never holds up other requests."""
 
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from atelier.core import logging as core_logging
 from atelier.core.deps import DbSession
 from atelier.core.pagination import MAX_OFFSET
 from atelier.identity.deps import TOKEN_URL, CurrentPrincipal
-from tests.conftest import LiveServer, cli_env, free_port
+from tests import failing_app
+from tests.conftest import LiveServer
 from tests.failing_app import FAIL_PATH, READ_PATH
 from tests.identity.factories import PASSWORD
 from tests.logging_fixtures import fixture_restore_logging  # noqa: F401 - a fixture
@@ -189,44 +189,11 @@ async def test_the_logs_of_error_paths_show_no_credential(
 
 
 @pytest.fixture
-def failing_server(tmp_path: Path):
-    """`tests.failing_app:build` under uvicorn as `atelier api` runs it, with the embedded
+def failing_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """`tests.failing_app:build` under uvicorn, on a SQLite file of its own, with the embedded
     profile's default log format (console)."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = cli_env(
-        tmp_path,
-        f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
-        ATELIER_LOGGING__FORMAT="auto",
-        PYTHONPATH=str(REPO),
-    )
-    serve = (
-        "import uvicorn; uvicorn.run('tests.failing_app:build', factory=True, host='127.0.0.1', "
-        f"port={port}, log_config=None, access_log=False)"
-    )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", serve], env=env, cwd=tmp_path, stdout=log, stderr=log
-        )
-    server = LiveServer(process, f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.log()
-            assert time.monotonic() < deadline, server.log()
-            try:
-                if httpx.get(server.url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with failing_app.serve(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'live.db'}") as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.live
