@@ -10,27 +10,24 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import tests.jobs.kinds  # noqa: F401 - registers test.noop
 from atelier.app import create_app
 from atelier.core.db import create_engine
 from atelier.ops import migrations
-from atelier.settings import DatabaseSettings
 from tests import failing_app
 from tests.conftest import LiveServer, free_port
 from tests.failing_app import READ_PATH
 from tests.failing_app import router as failing_router
 from tests.identity.factories import make_user, personal_org_id, sign_in
+from tests.own_database import own_database
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("ATELIER_TEST_DATABASE_URL", "")
@@ -176,29 +173,18 @@ class Proxy:
 
 
 @pytest.fixture
-async def own_database() -> AsyncIterator[str]:
-    """A migrated PostgreSQL database of this test's own (its rows are committed for real)."""
-    server = DatabaseSettings(url=POSTGRES_URL).url
-    name = f"atelier_outage_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name)
-    engine = create_engine(url.render_as_string(hide_password=False))
-    try:
+async def migrated_database(tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a migrated PostgreSQL database of this test's own (its rows are committed for
+    real)."""
+    async with own_database(tmp_path, "outage") as engine:
         await migrations.upgrade(engine, "head")
-        await engine.dispose()
-        yield url.render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+        yield engine.url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
-def proxied(own_database: str) -> Iterator[tuple[Proxy, str]]:
+def proxied(migrated_database: str) -> Iterator[tuple[Proxy, str]]:
     """The proxy, and the database URL through it."""
-    url = make_url(own_database)
+    url = make_url(migrated_database)
     with Proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
         through = url.set(host="127.0.0.1", port=proxy.port)
         yield proxy, through.render_as_string(hide_password=False)

@@ -8,12 +8,11 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import delete, func, select, update
 
 from atelier.adapters.blobs.local import LocalBlobStore
 from atelier.core.clock import FixedClock
-from atelier.core.db import create_engine, create_sessionmaker, transaction
+from atelier.core.db import create_sessionmaker, transaction
 from atelier.core.errors import QuotaExceeded, TooManyRequests
 from atelier.identity.models import Organization
 from atelier.jobs import service
@@ -25,9 +24,10 @@ from atelier.jobs.runtime import Runtime
 from atelier.ops import migrations
 from atelier.plans import service as plans
 from atelier.plans.models import Plan
-from atelier.settings import DatabaseSettings, Settings
+from atelier.settings import Settings
 from tests.identity.factories import make_user, personal_org_id
 from tests.jobs.test_dispatch import NOOP, Recorder
+from tests.own_database import own_database
 
 URL = os.environ.get("ATELIER_TEST_DATABASE_URL", "")
 pytestmark = pytest.mark.skipif(
@@ -37,21 +37,10 @@ NOW = FixedClock(datetime(2026, 12, 3, 12, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
-async def own_engine():
-    server = DatabaseSettings(url=URL).url
-    name = f"atelier_standalone_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(server.rsplit("/", 1)[0] + "/" + name)
-    try:
+async def own_engine(tmp_path_factory: pytest.TempPathFactory):
+    async with own_database(tmp_path_factory.mktemp("db"), "standalone") as engine:
         await migrations.upgrade(engine, "head")
         yield engine
-    finally:
-        await engine.dispose()
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @pytest.fixture
