@@ -120,35 +120,24 @@ def _from_zip(path: Path) -> Detected:
     )
 
 
-def untrusted_skops_types(path: Path) -> list[str]:
-    """What in a skops file is outside Atelier's allow-list (read as data, nothing built)."""
-    from atelier.automl import artifacts
-
-    try:
-        return artifacts.untrusted_types(path)
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
-        raise InvalidInput(f"The skops file is broken: {exc}") from None
-
-
 def read_skops(path: Path) -> tuple[Any, str, dict[str, Any]]:
-    """The model in a skops file, built only once its whole schema has passed the allow-list;
-    its format (ATELIER for an AutoML model, else SKOPS) and signature (inputs, task, classes)
-    as far as the estimator tells. Runs in `registry.isolated`'s child process, never in the
-    API process: loading is where a file that got past the list would do harm."""
+    """The model in a skops file, built only once its whole schema has passed the allow-list
+    (`artifacts.load_checked`, which reads the schema once); its format (ATELIER for an AutoML
+    model, else SKOPS) and signature (inputs, task, classes) as far as the estimator tells.
+    Runs in `registry.isolated`'s child process, never in the API process: loading is where a
+    file that got past the list would do harm."""
     from atelier.automl import artifacts
 
-    refused = untrusted_skops_types(path)
-    if refused:
-        raise InvalidInput(
-            str(artifacts.UntrustedModel(refused))
-            + ". Atelier loads only listed scikit-learn, LightGBM and XGBoost estimators, and "
-            "no functions; the file was not loaded",
-            untrusted_types=refused[:50],
-        )
     try:
         model = artifacts.load_checked(path)
     except artifacts.UntrustedModel as exc:
-        raise InvalidInput(str(exc), untrusted_types=exc.types[:50]) from None
+        raise InvalidInput(
+            str(exc) + ". Atelier loads only listed scikit-learn, LightGBM and XGBoost "
+            "estimators, and no functions; the file was not loaded",
+            untrusted_types=exc.types[:50],
+        ) from None
+    except (zipfile.BadZipFile, KeyError, RecursionError) as exc:  # no readable schema.json
+        raise InvalidInput(f"The skops file is broken: {exc}") from None
     except Exception as exc:  # a file skops cannot rebuild, whatever the library raises
         raise InvalidInput(f"The skops file could not be read: {exc}") from None
     if f"{type(model).__module__}.{type(model).__qualname__}" == ATELIER_MODEL_TYPE:

@@ -97,10 +97,10 @@ async def save_upload(
     return blob
 
 
-def _over_quota(plan: Plan, used: int) -> QuotaExceeded:
+def _over_quota(plan: Plan, used: int, *, what: str = "this file") -> QuotaExceeded:
     return QuotaExceeded(
         f"The {plan.name} plan allows {plan.max_storage_bytes} storage bytes; {used} in use, "
-        "and this file does not fit in the rest",
+        f"and {what} does not fit in the rest",
         meter=STORAGE_GAUGE,
         limit=plan.max_storage_bytes,
         used=used,
@@ -113,18 +113,11 @@ async def check_room(
     """Refuse (402, meter `storage_bytes`) unless `needed` more bytes fit under the plan's
     storage limit: for work that stores a file at its end (`what`), refused before it starts
     rather than after it spent its time. A floor, not a reservation: the save checks again."""
-    limit = plan.max_storage_bytes
-    if limit is None:
+    if plan.max_storage_bytes is None:
         return
     used = await storage_used(session, org_id)
-    if used + needed > limit:
-        raise QuotaExceeded(
-            f"The {plan.name} plan allows {limit} storage bytes; {used} in use, "
-            f"and {what} needs at least {needed} more",
-            meter=STORAGE_GAUGE,
-            limit=limit,
-            used=used,
-        )
+    if used + needed > plan.max_storage_bytes:
+        raise _over_quota(plan, used, what=f"{what} (at least {needed} bytes)")
 
 
 async def get_blob(session: AsyncSession, principal: Principal, blob_id: str) -> StoredBlob:
